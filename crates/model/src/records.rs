@@ -1,0 +1,153 @@
+//! Metadata records as the store returns them. None of them holds a secret value or a token.
+
+use crate::{
+    AgentId, AgentName, HostPattern, InjectionRule, SecretId, SecretName, TenantId, TenantName,
+    Timestamp, TokenId,
+};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: TenantName,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    Active,
+    Disabled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Agent {
+    pub id: AgentId,
+    pub tenant_id: TenantId,
+    pub name: AgentName,
+    pub created_at: Timestamp,
+    pub disabled_at: Option<Timestamp>,
+}
+
+impl Agent {
+    pub fn state(&self) -> AgentState {
+        if self.disabled_at.is_some() {
+            AgentState::Disabled
+        } else {
+            AgentState::Active
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretState {
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl SecretState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// Everything about a secret except its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretMeta {
+    pub id: SecretId,
+    pub tenant_id: TenantId,
+    pub name: SecretName,
+    pub hosts: Vec<HostPattern>,
+    pub injection: InjectionRule,
+    pub current_version: u32,
+    pub created_at: Timestamp,
+    pub rotated_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl SecretMeta {
+    /// Revocation wins over expiry: a revoked secret stays revoked.
+    pub fn state(&self, now: Timestamp) -> SecretState {
+        if self.revoked_at.is_some() {
+            SecretState::Revoked
+        } else if self.expires_at.is_some_and(|e| e <= now) {
+            SecretState::Expired
+        } else {
+            SecretState::Active
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionState {
+    /// The version new requests use.
+    Current,
+    /// Superseded by a rotation but still accepted until its grace window ends.
+    Grace,
+    /// No longer usable.
+    Retired,
+}
+
+/// One version of a secret, without its sealed value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionMeta {
+    pub version: u32,
+    pub created_at: Timestamp,
+    /// When a rotation superseded this version.
+    pub retired_at: Option<Timestamp>,
+    /// End of the grace window after a rotation; `None` while current.
+    pub usable_until: Option<Timestamp>,
+}
+
+impl VersionMeta {
+    pub fn state(&self, now: Timestamp) -> VersionState {
+        match (self.retired_at, self.usable_until) {
+            (None, _) => VersionState::Current,
+            (Some(_), Some(until)) if now < until => VersionState::Grace,
+            _ => VersionState::Retired,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenState {
+    Active,
+    Revoked,
+    Expired,
+}
+
+/// An issued token's metadata. The token itself is shown once at issue and stored only as a
+/// hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenMeta {
+    pub id: TokenId,
+    pub tenant_id: TenantId,
+    pub agent_id: AgentId,
+    pub agent: AgentName,
+    pub secret_id: SecretId,
+    pub secret: SecretName,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl TokenMeta {
+    pub fn state(&self, now: Timestamp) -> TokenState {
+        if self.revoked_at.is_some() {
+            TokenState::Revoked
+        } else if self.expires_at.is_some_and(|e| e <= now) {
+            TokenState::Expired
+        } else {
+            TokenState::Active
+        }
+    }
+}
