@@ -10,7 +10,11 @@ const FORMAT_V1: u8 = 1;
 const NONCE_LEN: usize = 24;
 const VERSION_LABEL: &[u8] = b"sequester/v1/secret-version";
 
-pub(crate) fn seal_raw(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+pub(crate) fn seal_raw(
+    key: &[u8; 32],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
     let cipher = XChaCha20Poly1305::new(key.into());
     let nonce: [u8; NONCE_LEN] = random_bytes();
     let ciphertext = cipher
@@ -124,7 +128,10 @@ mod tests {
         }
     }
 
-    #[expect(clippy::disallowed_methods, reason = "test compares round-tripped bytes")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "test compares round-tripped bytes"
+    )]
     fn bytes(v: &SecretValue) -> Vec<u8> {
         v.expose().to_vec()
     }
@@ -136,7 +143,10 @@ mod tests {
         let a = seal_version(&key, &aad(1), &value).unwrap();
         let b = seal_version(&key, &aad(1), &value).unwrap();
         assert_ne!(a, b, "random nonces");
-        assert_eq!(bytes(&open_version(&key, &aad(1), &a).unwrap()), b"sk-test-123");
+        assert_eq!(
+            bytes(&open_version(&key, &aad(1), &a).unwrap()),
+            b"sk-test-123"
+        );
     }
 
     #[test]
@@ -144,12 +154,28 @@ mod tests {
         let (key, _) = MasterKey::generate().new_data_key("ten_1").unwrap();
         let sealed = seal_version(&key, &aad(1), &SecretValue::new(b"v".to_vec())).unwrap();
         let variants = [
-            SecretVersionAad { version: 2, ..aad(1) },
-            SecretVersionAad { tenant_id: "ten_2", ..aad(1) },
-            SecretVersionAad { secret_id: "sec_2", ..aad(1) },
-            SecretVersionAad { secret_name: "OTHER", ..aad(1) },
+            SecretVersionAad {
+                version: 2,
+                ..aad(1)
+            },
+            SecretVersionAad {
+                tenant_id: "ten_2",
+                ..aad(1)
+            },
+            SecretVersionAad {
+                secret_id: "sec_2",
+                ..aad(1)
+            },
+            SecretVersionAad {
+                secret_name: "OTHER",
+                ..aad(1)
+            },
             // Field boundaries are length-prefixed, not concatenated.
-            SecretVersionAad { tenant_id: "ten_1s", secret_id: "ec_1", ..aad(1) },
+            SecretVersionAad {
+                tenant_id: "ten_1s",
+                secret_id: "ec_1",
+                ..aad(1)
+            },
         ];
         for v in variants {
             let err = open_version(&key, &v, &sealed).err().unwrap();

@@ -62,10 +62,7 @@ pub fn read_key_file(path: &Path) -> Result<MasterKey, CryptoError> {
     let malformed = || CryptoError::KeyFileMalformed {
         path: path.to_owned(),
     };
-    let encoded = text
-        .trim_end()
-        .strip_prefix(HEADER)
-        .ok_or_else(malformed)?;
+    let encoded = text.trim_end().strip_prefix(HEADER).ok_or_else(malformed)?;
     let decoded = Zeroizing::new(B64.decode(encoded).map_err(|_| malformed())?);
     let bytes: [u8; 32] = decoded.as_slice().try_into().map_err(|_| malformed())?;
     Ok(MasterKey::from_bytes(Zeroizing::new(bytes)))

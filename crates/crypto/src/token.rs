@@ -65,8 +65,7 @@ pub fn looks_like_token(s: &str) -> bool {
     let Some(body) = s.strip_prefix(TOKEN_PREFIX) else {
         return false;
     };
-    if body.len() != RANDOM_LEN + CHECKSUM_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric())
-    {
+    if body.len() != RANDOM_LEN + CHECKSUM_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return false;
     }
     let (random, sum) = body.split_at(RANDOM_LEN);

@@ -86,7 +86,9 @@ impl HostPattern {
             });
         }
         if host.contains(':') {
-            return Err(err("an IPv6 address must be written in brackets, like [::1]"));
+            return Err(err(
+                "an IPv6 address must be written in brackets, like [::1]",
+            ));
         }
         if let Ok(ip) = Ipv4Addr::from_str(host) {
             return Ok(Self {
@@ -95,7 +97,9 @@ impl HostPattern {
             });
         }
         if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-            return Err(err("looks like an IP address but is not a valid IPv4 address"));
+            return Err(err(
+                "looks like an IP address but is not a valid IPv4 address",
+            ));
         }
 
         let (wildcard, name) = match host.strip_prefix("*.") {
@@ -112,7 +116,10 @@ impl HostPattern {
         }
         let ascii = idna::domain_to_ascii_strict(name)
             .map_err(|_| err("not a valid DNS name (labels of letters, digits and hyphens)"))?;
-        if ascii.is_empty() || ascii.split('.').any(|label| label.is_empty() || label.len() > 63)
+        if ascii.is_empty()
+            || ascii
+                .split('.')
+                .any(|label| label.is_empty() || label.len() > 63)
         {
             return Err(err("not a valid DNS name (empty or over-long label)"));
         }
@@ -121,7 +128,11 @@ impl HostPattern {
                 "a wildcard must keep at least two labels after it, like *.example.com",
             ));
         }
-        if ascii.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+        if ascii
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+        {
             return Err(err("the last label of a DNS name cannot be all digits"));
         }
         Ok(Self {

@@ -78,12 +78,17 @@ impl InjectionRule {
                 }
                 let name = name.to_ascii_lowercase();
                 if FORBIDDEN_HEADERS.contains(&name.as_str()) {
-                    return Err(err("that header controls routing or framing and cannot be set"));
+                    return Err(err(
+                        "that header controls routing or framing and cannot be set",
+                    ));
                 }
                 if template.matches(PLACEHOLDER).count() != 1 {
                     return Err(err("the template must contain {value} exactly once"));
                 }
-                if !template.bytes().all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic()) {
+                if !template
+                    .bytes()
+                    .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+                {
                     return Err(err("the template may hold only printable ASCII characters"));
                 }
                 Ok(Self::Header {

@@ -16,9 +16,7 @@ pub const NAME_MAX_LEN: usize = 64;
 pub enum ParseNameError {
     #[error("{kind} name is empty; use 1 to {NAME_MAX_LEN} characters from A-Z a-z 0-9 _ - .")]
     Empty { kind: &'static str },
-    #[error(
-        "{kind} name is {len} bytes long; the limit is {NAME_MAX_LEN}, choose a shorter name"
-    )]
+    #[error("{kind} name is {len} bytes long; the limit is {NAME_MAX_LEN}, choose a shorter name")]
     TooLong { kind: &'static str, len: usize },
     #[error(
         "{kind} name must start with a letter or digit and use only A-Z a-z 0-9 _ - . (found {found:?} at position {position})"
@@ -135,7 +133,13 @@ mod tests {
 
     #[test]
     fn accepts_documented_charset() {
-        for ok in ["a", "OPENAI_API_KEY", "github-token.prod", "0day", "x".repeat(64).as_str()] {
+        for ok in [
+            "a",
+            "OPENAI_API_KEY",
+            "github-token.prod",
+            "0day",
+            "x".repeat(64).as_str(),
+        ] {
             assert!(SecretName::parse(ok).is_ok(), "{ok}");
         }
     }
@@ -150,7 +154,16 @@ mod tests {
             SecretName::parse(&"x".repeat(65)).unwrap_err().code(),
             crate::ErrorCode::NameTooLong
         );
-        for bad in ["-lead", "_lead", ".lead", "sp ace", "slash/", "ünï", "semi;colon", "nl\n"] {
+        for bad in [
+            "-lead",
+            "_lead",
+            ".lead",
+            "sp ace",
+            "slash/",
+            "ünï",
+            "semi;colon",
+            "nl\n",
+        ] {
             assert_eq!(
                 AgentName::parse(bad).unwrap_err().code(),
                 crate::ErrorCode::InvalidName,

@@ -17,7 +17,7 @@ impl Timestamp {
     }
 
     /// `self + d`, saturating at the far future.
-    pub fn add(self, d: Duration) -> Self {
+    pub fn plus(self, d: Duration) -> Self {
         let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         Self(self.0.saturating_add(secs))
     }
@@ -81,11 +81,28 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("90d").unwrap(), Duration::from_secs(90 * 86400));
+        assert_eq!(
+            parse_duration("90d").unwrap(),
+            Duration::from_secs(90 * 86400)
+        );
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("45s").unwrap(), Duration::from_secs(45));
-        assert_eq!(parse_duration("2w").unwrap(), Duration::from_secs(14 * 86400));
-        for bad in ["", "d", "-1h", "0s", "10", "500ms", "1.5s", "1000y", "abc", "1 fortnight"] {
+        assert_eq!(
+            parse_duration("2w").unwrap(),
+            Duration::from_secs(14 * 86400)
+        );
+        for bad in [
+            "",
+            "d",
+            "-1h",
+            "0s",
+            "10",
+            "500ms",
+            "1.5s",
+            "1000y",
+            "abc",
+            "1 fortnight",
+        ] {
             assert_eq!(
                 parse_duration(bad).unwrap_err().code(),
                 crate::ErrorCode::InvalidDuration,

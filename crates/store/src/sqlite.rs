@@ -1,0 +1,875 @@
+//! The embedded SQLite backend (bundled SQLite, WAL, synchronous=FULL, foreign keys on).
+
+use crate::keyring::Keyring;
+use crate::store::{NewSecret, OpenedVersion, Store, validate_value};
+use crate::{StoreError, migrate};
+use async_trait::async_trait;
+use sequester_crypto::{
+    DataKey, IssuedToken, KeyCheck, MasterKey, SecretValue, SecretVersionAad, TokenHash,
+    open_version, random_bytes, seal_version,
+};
+use sequester_model::{
+    Agent, AgentId, AgentName, HostPattern, InjectionRule, SecretId, SecretMeta, SecretName,
+    SecretState, Tenant, TenantId, TenantName, Timestamp, TokenId, TokenMeta, VersionMeta,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row as _, SqliteConnection};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The SQLite-backed [`Store`]. Open it through [`DataDir`](crate::DataDir), which verifies the
+/// master key first.
+pub struct SqliteStore {
+    pool: SqlitePool,
+    keys: Keyring,
+}
+
+pub(crate) async fn connect(path: &Path, create: bool) -> Result<SqlitePool, StoreError> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(create)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
+        // Deleted pages are overwritten with zeros, so a removed sealed blob is gone from disk.
+        .pragma("secure_delete", "ON");
+    Ok(SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await?)
+}
+
+/// Key settings kept in the `meta` table.
+pub(crate) struct KeyMeta {
+    pub mode: String,
+    pub kdf: Option<String>,
+    pub check: KeyCheck,
+}
+
+pub(crate) async fn read_key_meta(pool: &SqlitePool) -> Result<Option<KeyMeta>, StoreError> {
+    let has_meta: Option<(String,)> =
+        sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
+            .fetch_optional(pool)
+            .await?;
+    if has_meta.is_none() {
+        return Ok(None);
+    }
+    let rows: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT key, value FROM meta WHERE key IN ('key_mode', 'kdf', 'key_check')")
+            .fetch_all(pool)
+            .await?;
+    let get = |k: &str| {
+        rows.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let (Some(mode), Some(check)) = (get("key_mode"), get("key_check")) else {
+        return Ok(None);
+    };
+    let text = |v: Vec<u8>| String::from_utf8(v).map_err(|_| StoreError::corrupt("meta"));
+    Ok(Some(KeyMeta {
+        mode: text(mode)?,
+        kdf: get("kdf").map(text).transpose()?,
+        check: KeyCheck(check),
+    }))
+}
+
+async fn write_key_meta(conn: &mut SqliteConnection, meta: &KeyMeta) -> Result<(), StoreError> {
+    let mut entries = vec![
+        ("key_mode", meta.mode.as_bytes().to_vec()),
+        ("key_check", meta.check.0.clone()),
+    ];
+    if let Some(kdf) = &meta.kdf {
+        entries.push(("kdf", kdf.as_bytes().to_vec()));
+    }
+    for (key, value) in entries {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if meta.kdf.is_none() {
+        sqlx::query("DELETE FROM meta WHERE key = 'kdf'")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn ts(v: i64) -> Timestamp {
+    Timestamp::from_unix(v)
+}
+
+fn opt_ts(v: Option<i64>) -> Option<Timestamp> {
+    v.map(Timestamp::from_unix)
+}
+
+fn version_u32(v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::corrupt("version number"))
+}
+
+struct TenantRow {
+    name: String,
+    wrapped_key: Vec<u8>,
+}
+
+const SECRET_COLUMNS: &str = "id, tenant_id, name, hosts, injection, current_version, created_at, rotated_at, expires_at, revoked_at";
+
+fn secret_from_row(row: &SqliteRow) -> Result<SecretMeta, StoreError> {
+    let name: String = row.try_get("name")?;
+    let hosts_json: String = row.try_get("hosts")?;
+    let hosts: Vec<String> = serde_json::from_str(&hosts_json)
+        .map_err(|_| StoreError::corrupt(format!("hosts of secret {name}")))?;
+    let hosts = hosts
+        .iter()
+        .map(|h| HostPattern::parse(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| StoreError::corrupt(format!("hosts of secret {name}")))?;
+    let injection: String = row.try_get("injection")?;
+    let injection = InjectionRule::parse(&injection)
+        .map_err(|_| StoreError::corrupt(format!("injection rule of secret {name}")))?;
+    Ok(SecretMeta {
+        id: SecretId::from_stored(row.try_get("id")?),
+        tenant_id: TenantId::from_stored(row.try_get("tenant_id")?),
+        name: SecretName::parse(&name).map_err(|_| StoreError::corrupt("secret name"))?,
+        hosts,
+        injection,
+        current_version: version_u32(row.try_get("current_version")?)?,
+        created_at: ts(row.try_get("created_at")?),
+        rotated_at: opt_ts(row.try_get("rotated_at")?),
+        expires_at: opt_ts(row.try_get("expires_at")?),
+        revoked_at: opt_ts(row.try_get("revoked_at")?),
+    })
+}
+
+fn agent_from_row(row: &SqliteRow) -> Result<Agent, StoreError> {
+    let name: String = row.try_get("name")?;
+    Ok(Agent {
+        id: AgentId::from_stored(row.try_get("id")?),
+        tenant_id: TenantId::from_stored(row.try_get("tenant_id")?),
+        name: AgentName::parse(&name).map_err(|_| StoreError::corrupt("agent name"))?,
+        created_at: ts(row.try_get("created_at")?),
+        disabled_at: opt_ts(row.try_get("disabled_at")?),
+    })
+}
+
+fn tenant_from_row(row: &SqliteRow) -> Result<Tenant, StoreError> {
+    let name: String = row.try_get("name")?;
+    Ok(Tenant {
+        id: TenantId::from_stored(row.try_get("id")?),
+        name: TenantName::parse(&name).map_err(|_| StoreError::corrupt("tenant name"))?,
+        created_at: ts(row.try_get("created_at")?),
+    })
+}
+
+const TOKEN_SELECT: &str = "SELECT t.id, t.tenant_id, t.agent_id, a.name AS agent_name, t.secret_id, s.name AS secret_name, t.created_at, t.expires_at, t.revoked_at, t.hash
+     FROM tokens t
+     JOIN agents a ON a.tenant_id = t.tenant_id AND a.id = t.agent_id
+     JOIN secrets s ON s.tenant_id = t.tenant_id AND s.id = t.secret_id";
+
+fn token_from_row(row: &SqliteRow) -> Result<TokenMeta, StoreError> {
+    let agent: String = row.try_get("agent_name")?;
+    let secret: String = row.try_get("secret_name")?;
+    Ok(TokenMeta {
+        id: TokenId::from_stored(row.try_get("id")?),
+        tenant_id: TenantId::from_stored(row.try_get("tenant_id")?),
+        agent_id: AgentId::from_stored(row.try_get("agent_id")?),
+        agent: AgentName::parse(&agent).map_err(|_| StoreError::corrupt("agent name"))?,
+        secret_id: SecretId::from_stored(row.try_get("secret_id")?),
+        secret: SecretName::parse(&secret).map_err(|_| StoreError::corrupt("secret name"))?,
+        created_at: ts(row.try_get("created_at")?),
+        expires_at: opt_ts(row.try_get("expires_at")?),
+        revoked_at: opt_ts(row.try_get("revoked_at")?),
+    })
+}
+
+fn version_from_row(row: &SqliteRow) -> Result<VersionMeta, StoreError> {
+    Ok(VersionMeta {
+        version: version_u32(row.try_get("version")?)?,
+        created_at: ts(row.try_get("created_at")?),
+        retired_at: opt_ts(row.try_get("retired_at")?),
+        usable_until: opt_ts(row.try_get("usable_until")?),
+    })
+}
+
+impl SqliteStore {
+    pub(crate) fn new(pool: SqlitePool, master: MasterKey) -> Self {
+        Self {
+            pool,
+            keys: Keyring::new(master),
+        }
+    }
+
+    /// Closes the pool, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction. Its first statement bumps the change counter, which takes
+    /// SQLite's write lock at once (so the busy timeout applies instead of a deadlock later).
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE changes SET seq = seq + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    /// Records the key settings of a freshly created database.
+    pub(crate) async fn write_initial_meta(&self, meta: &KeyMeta) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        write_key_meta(&mut tx, meta).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Re-wraps every tenant's data key under `new_master` and records the new key settings,
+    /// in one transaction: either everything moves to the new key or nothing does.
+    pub(crate) async fn rewrap(
+        &self,
+        new_master: &MasterKey,
+        meta: &KeyMeta,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let tenants: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT id, wrapped_key FROM tenants ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await?;
+        for (id, wrapped) in &tenants {
+            let key = self.keys.master().unwrap_data_key(id, wrapped)?;
+            let rewrapped = new_master.wrap(&key, id)?;
+            sqlx::query("UPDATE tenants SET wrapped_key = ? WHERE id = ?")
+                .bind(rewrapped)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        write_key_meta(&mut tx, meta).await?;
+        tx.commit().await?;
+        Ok(tenants.len())
+    }
+
+    async fn tenant_row(
+        conn: &mut SqliteConnection,
+        tenant: &TenantId,
+    ) -> Result<TenantRow, StoreError> {
+        let row: Option<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT name, wrapped_key FROM tenants WHERE id = ?")
+                .bind(tenant.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+        let (name, wrapped_key) = row.ok_or_else(|| StoreError::TenantNotFound {
+            name: tenant.to_string(),
+        })?;
+        Ok(TenantRow { name, wrapped_key })
+    }
+
+    async fn data_key(
+        &self,
+        conn: &mut SqliteConnection,
+        tenant: &TenantId,
+    ) -> Result<(String, Arc<DataKey>), StoreError> {
+        let row = Self::tenant_row(conn, tenant).await?;
+        let key = self.keys.data_key(tenant, &row.wrapped_key)?;
+        Ok((row.name, key))
+    }
+
+    async fn fetch_secret(
+        conn: &mut SqliteConnection,
+        tenant: &TenantId,
+        tenant_name: &str,
+        name: &SecretName,
+    ) -> Result<SecretMeta, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {SECRET_COLUMNS} FROM secrets WHERE tenant_id = ? AND name = ?"
+        ))
+        .bind(tenant.as_str())
+        .bind(name.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        match row {
+            Some(row) => secret_from_row(&row),
+            None => Err(StoreError::SecretNotFound {
+                tenant: tenant_name.to_owned(),
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    async fn fetch_agent(
+        conn: &mut SqliteConnection,
+        tenant: &TenantId,
+        tenant_name: &str,
+        name: &AgentName,
+    ) -> Result<Agent, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, name, created_at, disabled_at FROM agents WHERE tenant_id = ? AND name = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(name.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        match row {
+            Some(row) => agent_from_row(&row),
+            None => Err(StoreError::AgentNotFound {
+                tenant: tenant_name.to_owned(),
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    async fn fetch_token(
+        conn: &mut SqliteConnection,
+        tenant: &TenantId,
+        id: &TokenId,
+    ) -> Result<Option<TokenMeta>, StoreError> {
+        let row = sqlx::query(&format!(
+            "{TOKEN_SELECT} WHERE t.tenant_id = ? AND t.id = ?"
+        ))
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    fn require_usable(secret: &SecretMeta, now: Timestamp) -> Result<(), StoreError> {
+        match secret.state(now) {
+            SecretState::Active => Ok(()),
+            SecretState::Revoked => Err(StoreError::SecretRevoked {
+                name: secret.name.to_string(),
+            }),
+            SecretState::Expired => Err(StoreError::SecretExpired {
+                name: secret.name.to_string(),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_tenant(&self, name: &TenantName, now: Timestamp) -> Result<Tenant, StoreError> {
+        let id = TenantId::from_random(random_bytes());
+        let (_key, wrapped) = self.keys.master().new_data_key(id.as_str())?;
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO tenants (id, name, wrapped_key, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(id.as_str())
+        .bind(name.as_str())
+        .bind(wrapped)
+        .bind(now.unix())
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::TenantExists {
+                    name: name.to_string(),
+                });
+            }
+            other => other?,
+        };
+        tx.commit().await?;
+        Ok(Tenant {
+            id,
+            name: name.clone(),
+            created_at: now,
+        })
+    }
+
+    async fn tenant(&self, name: &TenantName) -> Result<Tenant, StoreError> {
+        let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => tenant_from_row(&row),
+            None => Err(StoreError::TenantNotFound {
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        sqlx::query("SELECT id, name, created_at FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(tenant_from_row)
+            .collect()
+    }
+
+    async fn create_agent(
+        &self,
+        tenant: &TenantId,
+        name: &AgentName,
+        now: Timestamp,
+    ) -> Result<Agent, StoreError> {
+        let id = AgentId::from_random(random_bytes());
+        let mut tx = self.begin_write().await?;
+        let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
+        let inserted =
+            sqlx::query("INSERT INTO agents (tenant_id, id, name, created_at) VALUES (?, ?, ?, ?)")
+                .bind(tenant.as_str())
+                .bind(id.as_str())
+                .bind(name.as_str())
+                .bind(now.unix())
+                .execute(&mut *tx)
+                .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::AgentExists {
+                    tenant: tenant_name,
+                    name: name.to_string(),
+                });
+            }
+            other => other?,
+        };
+        tx.commit().await?;
+        Ok(Agent {
+            id,
+            tenant_id: tenant.clone(),
+            name: name.clone(),
+            created_at: now,
+            disabled_at: None,
+        })
+    }
+
+    async fn agent(&self, tenant: &TenantId, name: &AgentName) -> Result<Agent, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let tenant_name = Self::tenant_row(&mut conn, tenant).await?.name;
+        Self::fetch_agent(&mut conn, tenant, &tenant_name, name).await
+    }
+
+    async fn list_agents(&self, tenant: &TenantId) -> Result<Vec<Agent>, StoreError> {
+        sqlx::query(
+            "SELECT id, tenant_id, name, created_at, disabled_at FROM agents WHERE tenant_id = ? ORDER BY name",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(agent_from_row)
+        .collect()
+    }
+
+    async fn disable_agent(
+        &self,
+        tenant: &TenantId,
+        name: &AgentName,
+        now: Timestamp,
+    ) -> Result<Agent, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
+        sqlx::query(
+            "UPDATE agents SET disabled_at = COALESCE(disabled_at, ?) WHERE tenant_id = ? AND name = ?",
+        )
+        .bind(now.unix())
+        .bind(tenant.as_str())
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let agent = Self::fetch_agent(&mut tx, tenant, &tenant_name, name).await?;
+        tx.commit().await?;
+        Ok(agent)
+    }
+
+    async fn add_secret(
+        &self,
+        tenant: &TenantId,
+        secret: &NewSecret,
+        value: SecretValue,
+        now: Timestamp,
+    ) -> Result<SecretMeta, StoreError> {
+        validate_value(&value)?;
+        if secret.hosts.is_empty() {
+            return Err(StoreError::NoHosts);
+        }
+        let id = SecretId::from_random(random_bytes());
+        let hosts: Vec<String> = secret.hosts.iter().map(ToString::to_string).collect();
+        let hosts_json =
+            serde_json::to_string(&hosts).map_err(|_| StoreError::corrupt("host list"))?;
+
+        let mut tx = self.begin_write().await?;
+        let (tenant_name, key) = self.data_key(&mut tx, tenant).await?;
+        let sealed = seal_version(
+            &key,
+            &SecretVersionAad {
+                tenant_id: tenant.as_str(),
+                secret_id: id.as_str(),
+                secret_name: secret.name.as_str(),
+                version: 1,
+            },
+            &value,
+        )?;
+        drop(value);
+        let inserted = sqlx::query(
+            "INSERT INTO secrets (tenant_id, id, name, hosts, injection, current_version, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+        )
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .bind(secret.name.as_str())
+        .bind(&hosts_json)
+        .bind(secret.injection.to_string())
+        .bind(now.unix())
+        .bind(secret.expires_at.map(Timestamp::unix))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::SecretExists {
+                    tenant: tenant_name,
+                    name: secret.name.to_string(),
+                });
+            }
+            other => other?,
+        };
+        sqlx::query(
+            "INSERT INTO secret_versions (tenant_id, secret_id, version, sealed, created_at) VALUES (?, ?, 1, ?, ?)",
+        )
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .bind(sealed)
+        .bind(now.unix())
+        .execute(&mut *tx)
+        .await?;
+        let meta = Self::fetch_secret(&mut tx, tenant, &tenant_name, &secret.name).await?;
+        tx.commit().await?;
+        Ok(meta)
+    }
+
+    async fn secret(&self, tenant: &TenantId, name: &SecretName) -> Result<SecretMeta, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let tenant_name = Self::tenant_row(&mut conn, tenant).await?.name;
+        Self::fetch_secret(&mut conn, tenant, &tenant_name, name).await
+    }
+
+    async fn list_secrets(&self, tenant: &TenantId) -> Result<Vec<SecretMeta>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {SECRET_COLUMNS} FROM secrets WHERE tenant_id = ? ORDER BY name"
+        ))
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(secret_from_row)
+        .collect()
+    }
+
+    async fn rotate_secret(
+        &self,
+        tenant: &TenantId,
+        name: &SecretName,
+        value: SecretValue,
+        grace: Duration,
+        now: Timestamp,
+    ) -> Result<SecretMeta, StoreError> {
+        validate_value(&value)?;
+        let mut tx = self.begin_write().await?;
+        let (tenant_name, key) = self.data_key(&mut tx, tenant).await?;
+        let current = Self::fetch_secret(&mut tx, tenant, &tenant_name, name).await?;
+        Self::require_usable(&current, now)?;
+        let next = current
+            .current_version
+            .checked_add(1)
+            .ok_or_else(|| StoreError::corrupt("version number"))?;
+        let sealed = seal_version(
+            &key,
+            &SecretVersionAad {
+                tenant_id: tenant.as_str(),
+                secret_id: current.id.as_str(),
+                secret_name: name.as_str(),
+                version: next,
+            },
+            &value,
+        )?;
+        drop(value);
+        // Versions still in an earlier grace window end now: only the version being replaced
+        // gets a grace window.
+        sqlx::query(
+            "UPDATE secret_versions SET usable_until = ?
+             WHERE tenant_id = ? AND secret_id = ? AND retired_at IS NOT NULL AND usable_until > ?",
+        )
+        .bind(now.unix())
+        .bind(tenant.as_str())
+        .bind(current.id.as_str())
+        .bind(now.unix())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE secret_versions SET retired_at = ?, usable_until = ?
+             WHERE tenant_id = ? AND secret_id = ? AND version = ?",
+        )
+        .bind(now.unix())
+        .bind(now.plus(grace).unix())
+        .bind(tenant.as_str())
+        .bind(current.id.as_str())
+        .bind(i64::from(current.current_version))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO secret_versions (tenant_id, secret_id, version, sealed, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(tenant.as_str())
+        .bind(current.id.as_str())
+        .bind(i64::from(next))
+        .bind(sealed)
+        .bind(now.unix())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE secrets SET current_version = ?, rotated_at = ? WHERE tenant_id = ? AND id = ?",
+        )
+        .bind(i64::from(next))
+        .bind(now.unix())
+        .bind(tenant.as_str())
+        .bind(current.id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let meta = Self::fetch_secret(&mut tx, tenant, &tenant_name, name).await?;
+        tx.commit().await?;
+        Ok(meta)
+    }
+
+    async fn revoke_secret(
+        &self,
+        tenant: &TenantId,
+        name: &SecretName,
+        now: Timestamp,
+    ) -> Result<SecretMeta, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
+        sqlx::query(
+            "UPDATE secrets SET revoked_at = COALESCE(revoked_at, ?) WHERE tenant_id = ? AND name = ?",
+        )
+        .bind(now.unix())
+        .bind(tenant.as_str())
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let meta = Self::fetch_secret(&mut tx, tenant, &tenant_name, name).await?;
+        tx.commit().await?;
+        Ok(meta)
+    }
+
+    async fn remove_secret(&self, tenant: &TenantId, name: &SecretName) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
+        let done = sqlx::query("DELETE FROM secrets WHERE tenant_id = ? AND name = ?")
+            .bind(tenant.as_str())
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::SecretNotFound {
+                tenant: tenant_name,
+                name: name.to_string(),
+            });
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn secret_history(
+        &self,
+        tenant: &TenantId,
+        name: &SecretName,
+    ) -> Result<Vec<VersionMeta>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let tenant_name = Self::tenant_row(&mut conn, tenant).await?.name;
+        let secret = Self::fetch_secret(&mut conn, tenant, &tenant_name, name).await?;
+        sqlx::query(
+            "SELECT version, created_at, retired_at, usable_until FROM secret_versions
+             WHERE tenant_id = ? AND secret_id = ? ORDER BY version DESC",
+        )
+        .bind(tenant.as_str())
+        .bind(secret.id.as_str())
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(version_from_row)
+        .collect()
+    }
+
+    async fn open_usable(
+        &self,
+        tenant: &TenantId,
+        name: &SecretName,
+        now: Timestamp,
+    ) -> Result<Vec<OpenedVersion>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let (tenant_name, key) = self.data_key(&mut conn, tenant).await?;
+        let secret = Self::fetch_secret(&mut conn, tenant, &tenant_name, name).await?;
+        Self::require_usable(&secret, now)?;
+        let rows: Vec<(i64, Vec<u8>, Option<i64>)> = sqlx::query_as(
+            "SELECT version, sealed, retired_at FROM secret_versions
+             WHERE tenant_id = ? AND secret_id = ? AND (retired_at IS NULL OR usable_until > ?)
+             ORDER BY retired_at IS NOT NULL, version DESC",
+        )
+        .bind(tenant.as_str())
+        .bind(secret.id.as_str())
+        .bind(now.unix())
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut opened = Vec::with_capacity(rows.len());
+        for (version, sealed, retired_at) in rows {
+            let version = version_u32(version)?;
+            let value = open_version(
+                &key,
+                &SecretVersionAad {
+                    tenant_id: tenant.as_str(),
+                    secret_id: secret.id.as_str(),
+                    secret_name: secret.name.as_str(),
+                    version,
+                },
+                &sealed,
+            )?;
+            opened.push(OpenedVersion {
+                version,
+                current: retired_at.is_none(),
+                value,
+            });
+        }
+        match opened.first() {
+            Some(v) if v.current && v.version == secret.current_version => Ok(opened),
+            _ => Err(StoreError::corrupt(format!(
+                "secret {name} has no current version"
+            ))),
+        }
+    }
+
+    async fn issue_token(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentName,
+        secret: &SecretName,
+        ttl: Option<Duration>,
+        now: Timestamp,
+    ) -> Result<(IssuedToken, TokenMeta), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
+        let agent_row = Self::fetch_agent(&mut tx, tenant, &tenant_name, agent).await?;
+        if agent_row.disabled_at.is_some() {
+            return Err(StoreError::AgentDisabled {
+                name: agent.to_string(),
+            });
+        }
+        let secret_row = Self::fetch_secret(&mut tx, tenant, &tenant_name, secret).await?;
+        Self::require_usable(&secret_row, now)?;
+        sqlx::query(
+            "INSERT INTO grants (tenant_id, agent_id, secret_id, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(agent_row.id.as_str())
+        .bind(secret_row.id.as_str())
+        .bind(now.unix())
+        .execute(&mut *tx)
+        .await?;
+        let token = IssuedToken::generate();
+        let id = TokenId::from_random(random_bytes());
+        let expires_at = ttl.map(|ttl| now.plus(ttl));
+        sqlx::query(
+            "INSERT INTO tokens (tenant_id, id, hash, agent_id, secret_id, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .bind(token.hash().as_bytes().as_slice())
+        .bind(agent_row.id.as_str())
+        .bind(secret_row.id.as_str())
+        .bind(now.unix())
+        .bind(expires_at.map(Timestamp::unix))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let meta = TokenMeta {
+            id,
+            tenant_id: tenant.clone(),
+            agent_id: agent_row.id,
+            agent: agent_row.name,
+            secret_id: secret_row.id,
+            secret: secret_row.name,
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+        };
+        Ok((token, meta))
+    }
+
+    async fn list_tokens(&self, tenant: &TenantId) -> Result<Vec<TokenMeta>, StoreError> {
+        sqlx::query(&format!(
+            "{TOKEN_SELECT} WHERE t.tenant_id = ? ORDER BY t.created_at, t.id"
+        ))
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(token_from_row)
+        .collect()
+    }
+
+    async fn revoke_token(
+        &self,
+        tenant: &TenantId,
+        id: &TokenId,
+        now: Timestamp,
+    ) -> Result<TokenMeta, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
+        sqlx::query(
+            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE tenant_id = ? AND id = ?",
+        )
+        .bind(now.unix())
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let meta = Self::fetch_token(&mut tx, tenant, id)
+            .await?
+            .ok_or_else(|| StoreError::TokenNotFound {
+                tenant: tenant_name,
+                id: id.to_string(),
+            })?;
+        tx.commit().await?;
+        Ok(meta)
+    }
+
+    async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenMeta>, StoreError> {
+        let row = sqlx::query(&format!("{TOKEN_SELECT} WHERE t.hash = ?"))
+            .bind(hash.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: Vec<u8> = row.try_get("hash")?;
+        let stored: [u8; 32] = stored
+            .try_into()
+            .map_err(|_| StoreError::corrupt("token hash"))?;
+        if !TokenHash::from_bytes(stored).ct_eq(hash) {
+            return Ok(None);
+        }
+        token_from_row(&row).map(Some)
+    }
+
+    async fn change_counter(&self) -> Result<i64, StoreError> {
+        let (seq,): (i64,) = sqlx::query_as("SELECT seq FROM changes WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq)
+    }
+}
+
+pub(crate) async fn run_migrations(pool: &SqlitePool, now: Timestamp) -> Result<(), StoreError> {
+    migrate::migrate(pool, now.unix()).await
+}

@@ -1,0 +1,146 @@
+use crate::StoreError;
+use async_trait::async_trait;
+use sequester_crypto::{IssuedToken, SecretValue, TokenHash};
+use sequester_model::{
+    Agent, AgentName, HostPattern, InjectionRule, SecretMeta, SecretName, Tenant, TenantId,
+    TenantName, Timestamp, TokenId, TokenMeta, VersionMeta,
+};
+use std::time::Duration;
+
+/// Longest accepted secret value, in bytes.
+pub const MAX_VALUE_LEN: usize = 16 * 1024;
+
+/// Checks a value before it is sealed: not empty, not over [`MAX_VALUE_LEN`], and free of the
+/// control characters (CR, LF, NUL) that would let it split an HTTP header when injected.
+pub fn validate_value(value: &SecretValue) -> Result<(), StoreError> {
+    if value.is_empty() {
+        return Err(StoreError::EmptyValue);
+    }
+    if value.len() > MAX_VALUE_LEN {
+        return Err(StoreError::ValueTooLarge { max: MAX_VALUE_LEN });
+    }
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "scans the value for forbidden bytes; nothing is copied or reported"
+    )]
+    let bytes = value.expose();
+    if bytes.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
+        return Err(StoreError::InvalidValue {
+            reason: "contains a line break or NUL byte, which cannot be sent in an HTTP header",
+        });
+    }
+    Ok(())
+}
+
+/// A secret to add. The value is passed separately so that this struct can be logged.
+#[derive(Debug, Clone)]
+pub struct NewSecret {
+    pub name: SecretName,
+    pub hosts: Vec<HostPattern>,
+    pub injection: InjectionRule,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// One opened, usable version of a secret.
+pub struct OpenedVersion {
+    pub version: u32,
+    pub current: bool,
+    pub value: SecretValue,
+}
+
+/// All persistent state. Every method that touches tenant data takes the tenant; none can
+/// reach another tenant's rows. Methods that depend on time take `now` so that callers and
+/// tests control the clock.
+#[async_trait]
+pub trait Store: Send + Sync {
+    // Tenants.
+    async fn create_tenant(&self, name: &TenantName, now: Timestamp) -> Result<Tenant, StoreError>;
+    async fn tenant(&self, name: &TenantName) -> Result<Tenant, StoreError>;
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+
+    // Agents.
+    async fn create_agent(
+        &self,
+        tenant: &TenantId,
+        name: &AgentName,
+        now: Timestamp,
+    ) -> Result<Agent, StoreError>;
+    async fn agent(&self, tenant: &TenantId, name: &AgentName) -> Result<Agent, StoreError>;
+    async fn list_agents(&self, tenant: &TenantId) -> Result<Vec<Agent>, StoreError>;
+    /// Disables an agent; its tokens stop working. Disabling twice is not an error.
+    async fn disable_agent(
+        &self,
+        tenant: &TenantId,
+        name: &AgentName,
+        now: Timestamp,
+    ) -> Result<Agent, StoreError>;
+
+    // Secrets.
+    async fn add_secret(
+        &self,
+        tenant: &TenantId,
+        secret: &NewSecret,
+        value: SecretValue,
+        now: Timestamp,
+    ) -> Result<SecretMeta, StoreError>;
+    async fn secret(&self, tenant: &TenantId, name: &SecretName) -> Result<SecretMeta, StoreError>;
+    async fn list_secrets(&self, tenant: &TenantId) -> Result<Vec<SecretMeta>, StoreError>;
+    /// Makes `value` the current version. The previous current version stays usable until
+    /// `now + grace`; older versions stay retired.
+    async fn rotate_secret(
+        &self,
+        tenant: &TenantId,
+        name: &SecretName,
+        value: SecretValue,
+        grace: Duration,
+        now: Timestamp,
+    ) -> Result<SecretMeta, StoreError>;
+    /// Revokes a secret: no version of it can be used again. Revoking twice is not an error.
+    async fn revoke_secret(
+        &self,
+        tenant: &TenantId,
+        name: &SecretName,
+        now: Timestamp,
+    ) -> Result<SecretMeta, StoreError>;
+    /// Deletes a secret, its sealed versions, grants and tokens.
+    async fn remove_secret(&self, tenant: &TenantId, name: &SecretName) -> Result<(), StoreError>;
+    async fn secret_history(
+        &self,
+        tenant: &TenantId,
+        name: &SecretName,
+    ) -> Result<Vec<VersionMeta>, StoreError>;
+    /// Opens the versions usable at `now`: the current one first, then any still in their grace
+    /// window. Fails if the secret is revoked or expired, or if a sealed value does not open.
+    async fn open_usable(
+        &self,
+        tenant: &TenantId,
+        name: &SecretName,
+        now: Timestamp,
+    ) -> Result<Vec<OpenedVersion>, StoreError>;
+
+    // Tokens.
+    /// Grants `agent` the use of `secret` (if not granted yet) and issues a token for it.
+    /// The returned [`IssuedToken`] is the only copy of the token; only its hash is stored.
+    async fn issue_token(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentName,
+        secret: &SecretName,
+        ttl: Option<Duration>,
+        now: Timestamp,
+    ) -> Result<(IssuedToken, TokenMeta), StoreError>;
+    async fn list_tokens(&self, tenant: &TenantId) -> Result<Vec<TokenMeta>, StoreError>;
+    /// Revokes a token. Revoking twice is not an error.
+    async fn revoke_token(
+        &self,
+        tenant: &TenantId,
+        id: &TokenId,
+        now: Timestamp,
+    ) -> Result<TokenMeta, StoreError>;
+    /// Looks a token up by its hash, across tenants: the token itself says which tenant it
+    /// belongs to, and everything it resolves to is then read within that tenant.
+    async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenMeta>, StoreError>;
+
+    /// A counter that grows with every committed change, for snapshot reloads.
+    async fn change_counter(&self) -> Result<i64, StoreError>;
+}
