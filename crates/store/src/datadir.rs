@@ -6,7 +6,7 @@ use crate::{Store, StoreError};
 use sequester_crypto::{CryptoError, KdfParams, MasterKey, create_key_file, read_key_file};
 use sequester_model::{TenantName, Timestamp};
 use std::fs::DirBuilder;
-use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -146,7 +146,15 @@ impl DataDir {
             create_key_file(&key_path, &master)?;
         }
         let check = master.key_check()?;
-        let pool = connect(&db, true).await?;
+        // Create the database file owner-only; SQLite gives its WAL and shared-memory files
+        // the same mode.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&db)
+            .map_err(io_err(&db))?;
+        let pool = connect(&db, false).await?;
         run_migrations(&pool, now).await?;
         let store = SqliteStore::new(pool, master);
         store

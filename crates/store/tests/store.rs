@@ -307,8 +307,10 @@ async fn open_before_init_says_so_and_creates_nothing() {
         code(data.init(KeyMode::KeyFile, &no_passphrase, T0).await),
         ErrorCode::AlreadyInitialized
     );
-    let mode = std::fs::metadata(data.root()).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o700);
+    let mode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(data.root().to_owned()), 0o700);
+    assert_eq!(mode(data.database_path()), 0o600);
+    assert_eq!(mode(data.key_path()), 0o600);
 }
 
 #[tokio::test]

@@ -1,0 +1,193 @@
+//! Command-line grammar. Values that need validation are taken as strings here and parsed in
+//! the commands, so that every bad input is reported with its stable error code.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Secret values are never taken from arguments or environment variables: pipe them on standard
+input or type them at the hidden prompt. No command prints a value back.
+
+Exit status: 0 success, 1 internal or storage error, 2 invalid input, 3 not found,
+4 already exists, 5 key or integrity problem, 6 refused by state (revoked, expired, disabled).
+
+Examples:
+  sequester init
+  printf %s \"$OPENAI_KEY\" | sequester secret add openai --host api.openai.com
+  sequester agent add coder
+  sequester token issue --agent coder --secret openai --ttl 12h
+  sequester serve";
+
+/// Sequester: a credential broker for AI agents.
+///
+/// Agents hold opaque tokens that mean nothing outside the broker; the real credentials stay
+/// sealed here and are attached on the way out, only toward the hosts each secret allows.
+#[derive(Debug, Parser)]
+#[command(name = "sequester", version, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// Data directory [default: $XDG_DATA_HOME/sequester, usually ~/.local/share/sequester]
+    #[arg(long, global = true, env = "SEQUESTER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// File holding the passphrase, for data directories initialised with --passphrase
+    #[arg(
+        long,
+        global = true,
+        env = "SEQUESTER_PASSPHRASE_FILE",
+        value_name = "FILE"
+    )]
+    pub passphrase_file: Option<PathBuf>,
+
+    /// Tenant to act in
+    #[arg(
+        long,
+        global = true,
+        env = "SEQUESTER_TENANT",
+        default_value = "default"
+    )]
+    pub tenant: String,
+
+    /// Print machine-readable JSON instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data directory, the master key and the database
+    Init(InitArgs),
+    /// Initialise if needed, then serve
+    Up(ServeArgs),
+    /// Run the broker
+    Serve(ServeArgs),
+    /// Replace the master key and re-wrap every tenant key, atomically
+    Rekey,
+    /// Manage tenants (isolation zones: nothing crosses tenants)
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    #[command(flatten)]
+    InTenant(TenantScoped),
+}
+
+/// Commands that act inside one tenant (`--tenant`).
+#[derive(Debug, Subcommand)]
+pub enum TenantScoped {
+    /// Manage agents (workload identities inside a tenant)
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Manage secrets (write-only: values go in, never come out)
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Issue and revoke the opaque tokens agents hold instead of credentials
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Derive the master key from a passphrase (Argon2id) instead of writing a key file.
+    /// The passphrase is then needed every time the broker starts.
+    #[arg(long)]
+    pub passphrase: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address the broker listens on
+    #[arg(
+        long,
+        env = "SEQUESTER_LISTEN",
+        default_value = "127.0.0.1:8787",
+        value_name = "ADDR"
+    )]
+    pub listen: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Add a tenant with its own data key
+    Add {
+        /// Tenant name: 1-64 characters from A-Z a-z 0-9 _ - . starting with a letter or digit
+        name: String,
+    },
+    /// List tenants
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Add an agent identity
+    Add {
+        /// Agent name: 1-64 characters from A-Z a-z 0-9 _ - . starting with a letter or digit
+        name: String,
+    },
+    /// List agents
+    List,
+    /// Disable an agent: its tokens stop working at once
+    Disable { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Add a secret; its value is read from standard input or a hidden prompt
+    Add(SecretAddArgs),
+    /// List secrets (metadata only)
+    List,
+    /// Show one secret's metadata: hosts, injection rule, version, dates, state
+    Show { name: String },
+    /// Give a secret a new value (read like `add`); the old one stays valid for --grace
+    Rotate {
+        name: String,
+        /// How long the previous value keeps working, e.g. 1h or 30m [default: none]
+        #[arg(long, value_name = "DURATION")]
+        grace: Option<String>,
+    },
+    /// Revoke a secret: no version of it is used again
+    Revoke { name: String },
+    /// Delete a secret with all its versions, grants and tokens
+    Rm { name: String },
+    /// List a secret's versions and their states
+    History { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct SecretAddArgs {
+    /// Secret name: 1-64 characters from A-Z a-z 0-9 _ - . starting with a letter or digit
+    pub name: String,
+    /// Host the value may be sent to: api.example.com, *.example.com (one label), an IP
+    /// address, each with an optional :port. Repeat for several hosts.
+    #[arg(long = "host", required = true, value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// How the value is attached: 'header:NAME:TEMPLATE' (TEMPLATE holds {value}),
+    /// 'basic:USER' or 'query:PARAM'
+    #[arg(
+        long,
+        default_value = "header:Authorization:Bearer {value}",
+        value_name = "RULE"
+    )]
+    pub inject: String,
+    /// The secret expires after this long, e.g. 90d or 12h
+    #[arg(long, value_name = "DURATION")]
+    pub expires_in: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token for an agent to use a secret; it is printed once and stored only as a hash
+    Issue {
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        secret: String,
+        /// The token expires after this long, e.g. 1h [default: never]
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+    /// List tokens (ids and metadata; tokens themselves are never stored)
+    List,
+    /// Revoke a token by its id (tok_…)
+    Revoke { id: String },
+}

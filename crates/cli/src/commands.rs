@@ -1,0 +1,671 @@
+//! One function per command: parse input into typed values, call the store, print.
+
+use crate::args::{
+    AgentCommand, Cli, Command, InitArgs, SecretAddArgs, SecretCommand, ServeArgs, TenantCommand,
+    TenantScoped, TokenCommand,
+};
+use crate::failure::Failure;
+use crate::input::{read_passphrase, read_value};
+use crate::output::{fields, json, opt_time, table};
+use sequester_model::{
+    AgentName, ErrorCode, HostPattern, InjectionRule, SecretMeta, SecretName, SecretState,
+    TenantId, TenantName, Timestamp, TokenId, TokenMeta, TokenState, VersionMeta, VersionState,
+    parse_duration,
+};
+use sequester_store::{DataDir, KeyMode, NewSecret, SqliteStore, Store, StoreError};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use zeroize::Zeroizing;
+
+pub struct Ctx {
+    data: DataDir,
+    passphrase_file: Option<PathBuf>,
+    tenant: String,
+    json: bool,
+    now: Timestamp,
+}
+
+fn now() -> Timestamp {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Timestamp::from_unix(i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+impl Ctx {
+    pub fn new(cli: &Cli) -> Result<Self, Failure> {
+        let root = match &cli.data_dir {
+            Some(dir) => dir.clone(),
+            None => DataDir::default_root().ok_or_else(|| {
+                Failure::new(
+                    ErrorCode::NotInitialized,
+                    "cannot find a home data directory; give --data-dir or SEQUESTER_DATA_DIR",
+                )
+            })?,
+        };
+        Ok(Self {
+            data: DataDir::new(root),
+            passphrase_file: cli.passphrase_file.clone(),
+            tenant: cli.tenant.clone(),
+            json: cli.json,
+            now: now(),
+        })
+    }
+
+    fn passphrase(
+        &self,
+    ) -> impl Fn(bool) -> Result<Zeroizing<Vec<u8>>, StoreError> + Send + Sync + '_ {
+        move |confirm| read_passphrase(self.passphrase_file.as_deref(), confirm)
+    }
+
+    async fn open(&self) -> Result<SqliteStore, Failure> {
+        Ok(self.data.open(&self.passphrase(), self.now).await?)
+    }
+
+    async fn tenant_id(&self, store: &SqliteStore) -> Result<TenantId, Failure> {
+        let name = TenantName::parse(&self.tenant)?;
+        Ok(store.tenant(&name).await?.id)
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let ctx = Ctx::new(&cli)?;
+    match cli.command {
+        Command::Init(args) => init(&ctx, &args).await.map(drop),
+        Command::Up(args) => {
+            let store = if ctx.data.is_initialized() {
+                ctx.open().await?
+            } else {
+                init(&ctx, &InitArgs { passphrase: false }).await?
+            };
+            serve(&ctx, &args, store).await
+        }
+        Command::Serve(args) => {
+            let store = ctx.open().await?;
+            serve(&ctx, &args, store).await
+        }
+        Command::Rekey => rekey(&ctx).await,
+        Command::Tenant(cmd) => tenant(&ctx, cmd).await,
+        Command::InTenant(cmd) => {
+            let store = ctx.open().await?;
+            let result = in_tenant(&ctx, &store, cmd).await;
+            store.close().await;
+            result
+        }
+    }
+}
+
+async fn in_tenant(ctx: &Ctx, store: &SqliteStore, cmd: TenantScoped) -> Result<(), Failure> {
+    let tenant = ctx.tenant_id(store).await?;
+    match cmd {
+        TenantScoped::Agent(cmd) => agent(ctx, store, tenant, cmd).await,
+        TenantScoped::Secret(cmd) => secret(ctx, store, tenant, cmd).await,
+        TenantScoped::Token(cmd) => token(ctx, store, tenant, cmd).await,
+    }
+}
+
+async fn init(ctx: &Ctx, args: &InitArgs) -> Result<SqliteStore, Failure> {
+    let mode = if args.passphrase {
+        KeyMode::Passphrase
+    } else {
+        KeyMode::KeyFile
+    };
+    let store = ctx.data.init(mode, &ctx.passphrase(), ctx.now).await?;
+    let root = ctx.data.root().display().to_string();
+    if ctx.json {
+        json(&serde_json::json!({
+            "data_dir": root,
+            "key_mode": if args.passphrase { "passphrase" } else { "file" },
+            "key_file": (!args.passphrase).then(|| ctx.data.key_path().display().to_string()),
+            "tenant": "default",
+        }));
+    } else {
+        println!("Initialised Sequester in {root}");
+        if args.passphrase {
+            println!(
+                "  master key: derived from your passphrase (Argon2id); it is needed at every start"
+            );
+        } else {
+            println!(
+                "  master key: {} (mode 0600). Back it up: without it no secret can be opened.",
+                ctx.data.key_path().display()
+            );
+        }
+        println!("  tenant:     default");
+        println!();
+        println!("Next: printf %s \"$KEY\" | sequester secret add NAME --host api.example.com");
+    }
+    Ok(store)
+}
+
+async fn rekey(ctx: &Ctx) -> Result<(), Failure> {
+    let store = ctx.open().await?;
+    let result = ctx.data.rekey(&store, &ctx.passphrase()).await;
+    store.close().await;
+    let count = result?;
+    if ctx.json {
+        json(&serde_json::json!({ "rewrapped_tenant_keys": count }));
+    } else {
+        println!("Master key replaced; {count} tenant key(s) re-wrapped.");
+        if ctx.passphrase_file.is_none() && ctx.data.key_path().exists() {
+            println!(
+                "Back up the new {} now; the old key no longer opens this directory.",
+                ctx.data.key_path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn serve(ctx: &Ctx, args: &ServeArgs, store: SqliteStore) -> Result<(), Failure> {
+    let addr: std::net::SocketAddr = args.listen.parse().map_err(|_| {
+        Failure::new(
+            ErrorCode::InvalidValue,
+            format!(
+                "--listen {:?} is not an address; use IP:PORT such as 127.0.0.1:8787",
+                args.listen
+            ),
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::new(ErrorCode::Io, format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr().map_err(|e| {
+        Failure::new(
+            ErrorCode::Io,
+            format!("cannot read the listening address: {e}"),
+        )
+    })?;
+    let store: Arc<SqliteStore> = Arc::new(store);
+    let plane = Arc::new(sequester_proxy::DataPlane::new(store.clone()));
+    tracing::info!(listen = %local, data_dir = %ctx.data.root().display(), "sequester ready");
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "ready", "listen": local.to_string(), "data_dir": ctx.data.root().display().to_string()})
+        );
+    } else {
+        println!(
+            "sequester ready: listening on http://{local} (data dir {})",
+            ctx.data.root().display()
+        );
+    }
+    sequester_proxy::serve(listener, plane, shutdown_signal())
+        .await
+        .map_err(|e| Failure::new(ErrorCode::Io, format!("server failed: {e}")))?;
+    store.close().await;
+    tracing::info!("sequester stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::warn!("cannot install signal handlers; stop the broker with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn tenant(ctx: &Ctx, cmd: TenantCommand) -> Result<(), Failure> {
+    let store = ctx.open().await?;
+    let result = async {
+        match cmd {
+            TenantCommand::Add { name } => {
+                let name = TenantName::parse(&name)?;
+                let t = store.create_tenant(&name, ctx.now).await?;
+                if ctx.json {
+                    json(&t);
+                } else {
+                    println!("Added tenant {} ({})", t.name, t.id);
+                }
+            }
+            TenantCommand::List => {
+                let tenants = store.list_tenants().await?;
+                if ctx.json {
+                    json(&tenants);
+                } else {
+                    let rows = tenants
+                        .iter()
+                        .map(|t| vec![t.name.to_string(), t.id.to_string(), t.created_at.rfc3339()])
+                        .collect::<Vec<_>>();
+                    table(&["NAME", "ID", "CREATED"], &rows);
+                }
+            }
+        }
+        Ok::<_, Failure>(())
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+async fn agent(
+    ctx: &Ctx,
+    store: &SqliteStore,
+    tenant: TenantId,
+    cmd: AgentCommand,
+) -> Result<(), Failure> {
+    #[derive(Serialize)]
+    struct View<'a> {
+        #[serde(flatten)]
+        agent: &'a sequester_model::Agent,
+        state: sequester_model::AgentState,
+    }
+    match cmd {
+        AgentCommand::Add { name } => {
+            let name = AgentName::parse(&name)?;
+            let a = store.create_agent(&tenant, &name, ctx.now).await?;
+            if ctx.json {
+                json(&View {
+                    state: a.state(),
+                    agent: &a,
+                });
+            } else {
+                println!("Added agent {} ({}) in tenant {}", a.name, a.id, ctx.tenant);
+            }
+        }
+        AgentCommand::List => {
+            let agents = store.list_agents(&tenant).await?;
+            if ctx.json {
+                json(
+                    &agents
+                        .iter()
+                        .map(|a| View {
+                            state: a.state(),
+                            agent: a,
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            } else {
+                let rows = agents
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.name.to_string(),
+                            a.id.to_string(),
+                            match a.state() {
+                                sequester_model::AgentState::Active => "active".to_owned(),
+                                sequester_model::AgentState::Disabled => "disabled".to_owned(),
+                            },
+                            a.created_at.rfc3339(),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                table(&["NAME", "ID", "STATE", "CREATED"], &rows);
+            }
+        }
+        AgentCommand::Disable { name } => {
+            let name = AgentName::parse(&name)?;
+            let a = store.disable_agent(&tenant, &name, ctx.now).await?;
+            if ctx.json {
+                json(&View {
+                    state: a.state(),
+                    agent: &a,
+                });
+            } else {
+                println!("Disabled agent {}; its tokens no longer work.", a.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct SecretView<'a> {
+    #[serde(flatten)]
+    meta: &'a SecretMeta,
+    state: SecretState,
+}
+
+fn print_secret(ctx: &Ctx, meta: &SecretMeta) {
+    let state = meta.state(ctx.now);
+    if ctx.json {
+        json(&SecretView { meta, state });
+        return;
+    }
+    fields(&[
+        ("name", meta.name.to_string()),
+        ("tenant", ctx.tenant.clone()),
+        ("state", state.as_str().to_owned()),
+        (
+            "hosts",
+            meta.hosts
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        ("inject", meta.injection.to_string()),
+        ("version", meta.current_version.to_string()),
+        ("created", meta.created_at.rfc3339()),
+        ("rotated", opt_time(meta.rotated_at)),
+        ("expires", opt_time(meta.expires_at)),
+        ("revoked", opt_time(meta.revoked_at)),
+        ("id", meta.id.to_string()),
+    ]);
+}
+
+fn parse_secret_add(ctx: &Ctx, args: &SecretAddArgs) -> Result<NewSecret, Failure> {
+    let name = SecretName::parse(&args.name)?;
+    let mut hosts = Vec::with_capacity(args.hosts.len());
+    for h in &args.hosts {
+        let host = HostPattern::parse(h)?;
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    let injection = InjectionRule::parse(&args.inject)?;
+    let expires_at = args
+        .expires_in
+        .as_deref()
+        .map(parse_duration)
+        .transpose()?
+        .map(|d| ctx.now.plus(d));
+    Ok(NewSecret {
+        name,
+        hosts,
+        injection,
+        expires_at,
+    })
+}
+
+fn parse_grace(grace: Option<&str>) -> Result<Duration, Failure> {
+    Ok(grace
+        .map(parse_duration)
+        .transpose()?
+        .unwrap_or(Duration::ZERO))
+}
+
+async fn secret(
+    ctx: &Ctx,
+    store: &SqliteStore,
+    tenant: TenantId,
+    cmd: SecretCommand,
+) -> Result<(), Failure> {
+    match cmd {
+        SecretCommand::Add(args) => {
+            // Every argument is checked before the value is read, so a typo costs no paste.
+            let new = parse_secret_add(ctx, &args)?;
+            let value = read_value(new.name.as_str())?;
+            let meta = store.add_secret(&tenant, &new, value, ctx.now).await?;
+            if ctx.json {
+                print_secret(ctx, &meta);
+            } else {
+                println!(
+                    "Added secret {} (version 1) for {}",
+                    meta.name,
+                    meta.hosts
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        SecretCommand::List => {
+            let secrets = store.list_secrets(&tenant).await?;
+            if ctx.json {
+                json(
+                    &secrets
+                        .iter()
+                        .map(|meta| SecretView {
+                            meta,
+                            state: meta.state(ctx.now),
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            } else {
+                let rows = secrets
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.name.to_string(),
+                            s.state(ctx.now).as_str().to_owned(),
+                            s.current_version.to_string(),
+                            s.hosts
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            s.injection.to_string(),
+                            opt_time(s.expires_at),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                table(
+                    &["NAME", "STATE", "VERSION", "HOSTS", "INJECT", "EXPIRES"],
+                    &rows,
+                );
+            }
+        }
+        SecretCommand::Show { name } => {
+            let name = SecretName::parse(&name)?;
+            let meta = store.secret(&tenant, &name).await?;
+            print_secret(ctx, &meta);
+        }
+        SecretCommand::Rotate { name, grace } => {
+            let name = SecretName::parse(&name)?;
+            let grace = parse_grace(grace.as_deref())?;
+            // Fail on an unknown or revoked secret before asking for a value.
+            let current = store.secret(&tenant, &name).await?;
+            if current.state(ctx.now) != SecretState::Active {
+                return Err(match current.state(ctx.now) {
+                    SecretState::Revoked => StoreError::SecretRevoked {
+                        name: name.to_string(),
+                    },
+                    _ => StoreError::SecretExpired {
+                        name: name.to_string(),
+                    },
+                }
+                .into());
+            }
+            let value = read_value(name.as_str())?;
+            let meta = store
+                .rotate_secret(&tenant, &name, value, grace, ctx.now)
+                .await?;
+            if ctx.json {
+                print_secret(ctx, &meta);
+            } else if grace.is_zero() {
+                println!(
+                    "Rotated secret {} to version {}; the previous value no longer works.",
+                    meta.name, meta.current_version
+                );
+            } else {
+                println!(
+                    "Rotated secret {} to version {}; version {} keeps working until {}.",
+                    meta.name,
+                    meta.current_version,
+                    meta.current_version - 1,
+                    ctx.now.plus(grace)
+                );
+            }
+        }
+        SecretCommand::Revoke { name } => {
+            let name = SecretName::parse(&name)?;
+            let meta = store.revoke_secret(&tenant, &name, ctx.now).await?;
+            if ctx.json {
+                print_secret(ctx, &meta);
+            } else {
+                println!(
+                    "Revoked secret {}; no version of it will be used again.",
+                    meta.name
+                );
+            }
+        }
+        SecretCommand::Rm { name } => {
+            let name = SecretName::parse(&name)?;
+            store.remove_secret(&tenant, &name).await?;
+            if ctx.json {
+                json(&serde_json::json!({ "removed": name }));
+            } else {
+                println!("Removed secret {name} with its versions, grants and tokens.");
+            }
+        }
+        SecretCommand::History { name } => {
+            let name = SecretName::parse(&name)?;
+            let versions = store.secret_history(&tenant, &name).await?;
+            #[derive(Serialize)]
+            struct View<'a> {
+                #[serde(flatten)]
+                v: &'a VersionMeta,
+                state: VersionState,
+            }
+            if ctx.json {
+                json(
+                    &versions
+                        .iter()
+                        .map(|v| View {
+                            v,
+                            state: v.state(ctx.now),
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            } else {
+                let rows = versions
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.version.to_string(),
+                            match v.state(ctx.now) {
+                                VersionState::Current => "current",
+                                VersionState::Grace => "grace",
+                                VersionState::Retired => "retired",
+                            }
+                            .to_owned(),
+                            v.created_at.rfc3339(),
+                            opt_time(v.retired_at),
+                            opt_time(v.usable_until),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                table(
+                    &["VERSION", "STATE", "CREATED", "RETIRED", "USABLE UNTIL"],
+                    &rows,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct TokenView<'a> {
+    #[serde(flatten)]
+    meta: &'a TokenMeta,
+    state: TokenState,
+}
+
+fn token_state(s: TokenState) -> &'static str {
+    match s {
+        TokenState::Active => "active",
+        TokenState::Revoked => "revoked",
+        TokenState::Expired => "expired",
+    }
+}
+
+async fn token(
+    ctx: &Ctx,
+    store: &SqliteStore,
+    tenant: TenantId,
+    cmd: TokenCommand,
+) -> Result<(), Failure> {
+    match cmd {
+        TokenCommand::Issue { agent, secret, ttl } => {
+            let agent = AgentName::parse(&agent)?;
+            let secret = SecretName::parse(&secret)?;
+            let ttl = ttl.as_deref().map(parse_duration).transpose()?;
+            let (token, meta) = store
+                .issue_token(&tenant, &agent, &secret, ttl, ctx.now)
+                .await?;
+            if ctx.json {
+                #[derive(Serialize)]
+                struct Issued<'a> {
+                    token: &'a str,
+                    #[serde(flatten)]
+                    meta: &'a TokenMeta,
+                }
+                json(&Issued {
+                    token: token.reveal(),
+                    meta: &meta,
+                });
+            } else {
+                println!("{}", token.reveal());
+                eprintln!(
+                    "Issued {} for agent {} to use secret {}{}. The token is shown only this once.",
+                    meta.id,
+                    meta.agent,
+                    meta.secret,
+                    meta.expires_at
+                        .map(|e| format!(", expires {e}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        TokenCommand::List => {
+            let tokens = store.list_tokens(&tenant).await?;
+            if ctx.json {
+                json(
+                    &tokens
+                        .iter()
+                        .map(|meta| TokenView {
+                            meta,
+                            state: meta.state(ctx.now),
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            } else {
+                let rows = tokens
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.id.to_string(),
+                            t.agent.to_string(),
+                            t.secret.to_string(),
+                            token_state(t.state(ctx.now)).to_owned(),
+                            t.created_at.rfc3339(),
+                            opt_time(t.expires_at),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                table(
+                    &["ID", "AGENT", "SECRET", "STATE", "CREATED", "EXPIRES"],
+                    &rows,
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            let id = TokenId::parse(&id).ok_or_else(|| {
+                Failure::new(
+                    ErrorCode::InvalidTokenId,
+                    format!("{id:?} is not a token id; ids look like tok_ followed by 24 hex digits (see `sequester token list`)"),
+                )
+            })?;
+            let meta = store.revoke_token(&tenant, &id, ctx.now).await?;
+            if ctx.json {
+                json(&TokenView {
+                    meta: &meta,
+                    state: meta.state(ctx.now),
+                });
+            } else {
+                println!(
+                    "Revoked token {} (agent {}, secret {}).",
+                    meta.id, meta.agent, meta.secret
+                );
+            }
+        }
+    }
+    Ok(())
+}

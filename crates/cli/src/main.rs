@@ -1,0 +1,58 @@
+//! The `sequester` binary: argument parsing and wiring only. Behaviour lives in the library
+//! crates; this crate turns their typed errors into messages and exit statuses.
+
+mod args;
+mod commands;
+mod failure;
+mod input;
+mod output;
+
+use clap::Parser as _;
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+fn init_logging(serving: bool) {
+    let default = if serving { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SEQUESTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    init_logging(matches!(
+        cli.command,
+        args::Command::Serve(_) | args::Command::Up(_)
+    ));
+    let json = cli.json;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error[internal_error]: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if json {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"error": {"code": failure.code.as_str(), "message": failure.message}})
+                );
+            } else {
+                eprintln!("error[{}]: {}", failure.code, failure.message);
+            }
+            ExitCode::from(failure.exit_status())
+        }
+    }
+}
