@@ -73,7 +73,10 @@ impl Ctx {
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let ctx = Ctx::new(&cli)?;
     match cli.command {
-        Command::Init(args) => init(&ctx, &args).await.map(drop),
+        Command::Init(args) => {
+            init(&ctx, &args).await?.close().await;
+            Ok(())
+        }
         Command::Up(args) => {
             let store = if ctx.data.is_initialized() {
                 ctx.open().await?

@@ -1,7 +1,7 @@
 //! The data directory: `sequester.db` (SQLite, WAL) and `master.key` (mode 0600, key-file
 //! mode only), in a directory of mode 0700.
 
-use crate::sqlite::{KeyMeta, SqliteStore, connect, read_key_meta, run_migrations};
+use crate::sqlite::{KeyMeta, SqliteStore, close_quietly, connect, read_key_meta, run_migrations};
 use crate::{Store, StoreError};
 use sequester_crypto::{CryptoError, KdfParams, MasterKey, create_key_file, read_key_file};
 use sequester_model::{TenantName, Timestamp};
@@ -154,9 +154,9 @@ impl DataDir {
             .mode(0o600)
             .open(&db)
             .map_err(io_err(&db))?;
-        let pool = connect(&db, false).await?;
-        run_migrations(&pool, now).await?;
-        let store = SqliteStore::new(pool, master);
+        let mut conn = connect(&db, false).await?;
+        run_migrations(&mut conn, now).await?;
+        let store = SqliteStore::new(conn, master);
         store
             .write_initial_meta(&KeyMeta {
                 mode: mode.as_str().to_owned(),
@@ -184,11 +184,11 @@ impl DataDir {
                 path: self.root.clone(),
             });
         }
-        let pool = connect(&db, false).await?;
-        let meta = match read_key_meta(&pool).await? {
+        let mut conn = connect(&db, false).await?;
+        let meta = match read_key_meta(&mut conn).await? {
             Some(meta) => meta,
             None => {
-                pool.close().await;
+                close_quietly(conn).await;
                 return Err(StoreError::NotInitialized {
                     path: self.root.clone(),
                 });
@@ -197,12 +197,12 @@ impl DataDir {
         let master = match self.load_master(&meta, passphrase) {
             Ok(master) => master,
             Err(e) => {
-                pool.close().await;
+                close_quietly(conn).await;
                 return Err(e);
             }
         };
-        run_migrations(&pool, now).await?;
-        Ok(SqliteStore::new(pool, master))
+        run_migrations(&mut conn, now).await?;
+        Ok(SqliteStore::new(conn, master))
     }
 
     fn load_master(
@@ -264,9 +264,9 @@ impl DataDir {
 
     /// The key mode recorded in the database.
     pub async fn key_mode(&self) -> Result<KeyMode, StoreError> {
-        let pool = connect(&self.database_path(), false).await?;
-        let meta = read_key_meta(&pool).await;
-        pool.close().await;
+        let mut conn = connect(&self.database_path(), false).await?;
+        let meta = read_key_meta(&mut conn).await;
+        close_quietly(conn).await;
         let meta = meta?.ok_or_else(|| StoreError::NotInitialized {
             path: self.root.clone(),
         })?;

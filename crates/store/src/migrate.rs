@@ -2,7 +2,7 @@
 //! `schema_migrations` table records which ran. Never edit a released migration: add one.
 
 use crate::StoreError;
-use sqlx::SqlitePool;
+use sqlx::{Connection as _, SqliteConnection};
 
 pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(1, SQLITE_V1)];
 
@@ -102,17 +102,17 @@ CREATE TABLE receipts (
 CREATE INDEX receipts_by_tenant ON receipts (tenant_id, at_ms);
 "#;
 
-pub(crate) async fn current_version(pool: &SqlitePool) -> Result<i64, StoreError> {
+pub(crate) async fn current_version(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
     let exists: Option<(String,)> = sqlx::query_as(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     if exists.is_none() {
         return Ok(0);
     }
     let (v,): (Option<i64>,) = sqlx::query_as("SELECT MAX(version) FROM schema_migrations")
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
     Ok(v.unwrap_or(0))
 }
@@ -122,8 +122,8 @@ pub(crate) fn latest() -> i64 {
 }
 
 /// Applies the migrations the database has not seen yet.
-pub(crate) async fn migrate(pool: &SqlitePool, now: i64) -> Result<(), StoreError> {
-    let found = current_version(pool).await?;
+pub(crate) async fn migrate(conn: &mut SqliteConnection, now: i64) -> Result<(), StoreError> {
+    let found = current_version(conn).await?;
     if found > latest() {
         return Err(StoreError::SchemaTooNew {
             found,
@@ -131,7 +131,7 @@ pub(crate) async fn migrate(pool: &SqlitePool, now: i64) -> Result<(), StoreErro
         });
     }
     for (version, sql) in SQLITE_MIGRATIONS.iter().filter(|(v, _)| *v > found) {
-        let mut tx = pool.begin().await?;
+        let mut tx = conn.begin().await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT",
         )

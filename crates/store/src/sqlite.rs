@@ -12,23 +12,24 @@ use sequester_model::{
     Agent, AgentId, AgentName, HostPattern, InjectionRule, SecretId, SecretMeta, SecretName,
     SecretState, Tenant, TenantId, TenantName, Timestamp, TokenId, TokenMeta, VersionMeta,
 };
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{Row as _, SqliteConnection};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
+use sqlx::{ConnectOptions as _, Connection as _, Row as _, SqliteConnection};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 /// The SQLite-backed [`Store`]. Open it through [`DataDir`](crate::DataDir), which verifies the
 /// master key first.
 pub struct SqliteStore {
-    pool: SqlitePool,
+    /// One connection: SQLite admits one writer at a time, and closing a single connection
+    /// is deterministic (the last close checkpoints the WAL and removes it). `None` once
+    /// closed.
+    conn: Mutex<Option<SqliteConnection>>,
     keys: Keyring,
 }
 
-pub(crate) async fn connect(path: &Path, create: bool) -> Result<SqlitePool, StoreError> {
+pub(crate) async fn connect(path: &Path, create: bool) -> Result<SqliteConnection, StoreError> {
     let options = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(create)
@@ -38,10 +39,7 @@ pub(crate) async fn connect(path: &Path, create: bool) -> Result<SqlitePool, Sto
         .busy_timeout(Duration::from_secs(10))
         // Deleted pages are overwritten with zeros, so a removed sealed blob is gone from disk.
         .pragma("secure_delete", "ON");
-    Ok(SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await?)
+    Ok(options.connect().await?)
 }
 
 /// Key settings kept in the `meta` table.
@@ -51,17 +49,19 @@ pub(crate) struct KeyMeta {
     pub check: KeyCheck,
 }
 
-pub(crate) async fn read_key_meta(pool: &SqlitePool) -> Result<Option<KeyMeta>, StoreError> {
+pub(crate) async fn read_key_meta(
+    conn: &mut SqliteConnection,
+) -> Result<Option<KeyMeta>, StoreError> {
     let has_meta: Option<(String,)> =
         sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await?;
     if has_meta.is_none() {
         return Ok(None);
     }
     let rows: Vec<(String, Vec<u8>)> =
         sqlx::query_as("SELECT key, value FROM meta WHERE key IN ('key_mode', 'kdf', 'key_check')")
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?;
     let get = |k: &str| {
         rows.iter()
@@ -203,31 +203,32 @@ fn version_from_row(row: &SqliteRow) -> Result<VersionMeta, StoreError> {
 }
 
 impl SqliteStore {
-    pub(crate) fn new(pool: SqlitePool, master: MasterKey) -> Self {
+    pub(crate) fn new(conn: SqliteConnection, master: MasterKey) -> Self {
         Self {
-            pool,
+            conn: Mutex::new(Some(conn)),
             keys: Keyring::new(master),
         }
     }
 
-    /// Closes the pool, checkpointing the WAL.
+    /// Closes the connection, checkpointing and removing the WAL. Later calls fail with
+    /// `storage_unavailable`.
     pub async fn close(&self) {
-        self.pool.close().await;
+        let conn = self.conn.lock().await.take();
+        if let Some(conn) = conn {
+            close_quietly(conn).await;
+        }
     }
 
-    /// Starts a write transaction. Its first statement bumps the change counter, which takes
-    /// SQLite's write lock at once (so the busy timeout applies instead of a deadlock later).
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE changes SET seq = seq + 1 WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+    /// The connection, exclusively for the duration of one store call.
+    async fn lock(&self) -> Result<MappedMutexGuard<'_, SqliteConnection>, StoreError> {
+        MutexGuard::try_map(self.conn.lock().await, Option::as_mut)
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))
     }
 
     /// Records the key settings of a freshly created database.
     pub(crate) async fn write_initial_meta(&self, meta: &KeyMeta) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
         write_key_meta(&mut tx, meta).await?;
         tx.commit().await?;
         Ok(())
@@ -240,7 +241,8 @@ impl SqliteStore {
         new_master: &MasterKey,
         meta: &KeyMeta,
     ) -> Result<usize, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
         let tenants: Vec<(String, Vec<u8>)> =
             sqlx::query_as("SELECT id, wrapped_key FROM tenants ORDER BY id")
                 .fetch_all(&mut *tx)
@@ -361,7 +363,8 @@ impl Store for SqliteStore {
     async fn create_tenant(&self, name: &TenantName, now: Timestamp) -> Result<Tenant, StoreError> {
         let id = TenantId::from_random(random_bytes());
         let (_key, wrapped) = self.keys.master().new_data_key(id.as_str())?;
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
         let inserted = sqlx::query(
             "INSERT INTO tenants (id, name, wrapped_key, created_at) VALUES (?, ?, ?, ?)",
         )
@@ -390,7 +393,7 @@ impl Store for SqliteStore {
     async fn tenant(&self, name: &TenantName) -> Result<Tenant, StoreError> {
         let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE name = ?")
             .bind(name.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.lock().await?)
             .await?;
         match row {
             Some(row) => tenant_from_row(&row),
@@ -402,7 +405,7 @@ impl Store for SqliteStore {
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         sqlx::query("SELECT id, name, created_at FROM tenants ORDER BY name")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.lock().await?)
             .await?
             .iter()
             .map(tenant_from_row)
@@ -416,7 +419,8 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Agent, StoreError> {
         let id = AgentId::from_random(random_bytes());
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
         let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
         let inserted =
             sqlx::query("INSERT INTO agents (tenant_id, id, name, created_at) VALUES (?, ?, ?, ?)")
@@ -446,7 +450,7 @@ impl Store for SqliteStore {
     }
 
     async fn agent(&self, tenant: &TenantId, name: &AgentName) -> Result<Agent, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.lock().await?;
         let tenant_name = Self::tenant_row(&mut conn, tenant).await?.name;
         Self::fetch_agent(&mut conn, tenant, &tenant_name, name).await
     }
@@ -456,7 +460,7 @@ impl Store for SqliteStore {
             "SELECT id, tenant_id, name, created_at, disabled_at FROM agents WHERE tenant_id = ? ORDER BY name",
         )
         .bind(tenant.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.lock().await?)
         .await?
         .iter()
         .map(agent_from_row)
@@ -469,7 +473,8 @@ impl Store for SqliteStore {
         name: &AgentName,
         now: Timestamp,
     ) -> Result<Agent, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
         let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
         sqlx::query(
             "UPDATE agents SET disabled_at = COALESCE(disabled_at, ?) WHERE tenant_id = ? AND name = ?",
@@ -500,7 +505,8 @@ impl Store for SqliteStore {
         let hosts_json =
             serde_json::to_string(&hosts).map_err(|_| StoreError::corrupt("host list"))?;
 
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
         let (tenant_name, key) = self.data_key(&mut tx, tenant).await?;
         let sealed = seal_version(
             &key,
@@ -550,7 +556,7 @@ impl Store for SqliteStore {
     }
 
     async fn secret(&self, tenant: &TenantId, name: &SecretName) -> Result<SecretMeta, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.lock().await?;
         let tenant_name = Self::tenant_row(&mut conn, tenant).await?.name;
         Self::fetch_secret(&mut conn, tenant, &tenant_name, name).await
     }
@@ -560,7 +566,7 @@ impl Store for SqliteStore {
             "SELECT {SECRET_COLUMNS} FROM secrets WHERE tenant_id = ? ORDER BY name"
         ))
         .bind(tenant.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.lock().await?)
         .await?
         .iter()
         .map(secret_from_row)
@@ -576,7 +582,8 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<SecretMeta, StoreError> {
         validate_value(&value)?;
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
         let (tenant_name, key) = self.data_key(&mut tx, tenant).await?;
         let current = Self::fetch_secret(&mut tx, tenant, &tenant_name, name).await?;
         Self::require_usable(&current, now)?;
@@ -648,7 +655,8 @@ impl Store for SqliteStore {
         name: &SecretName,
         now: Timestamp,
     ) -> Result<SecretMeta, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
         let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
         sqlx::query(
             "UPDATE secrets SET revoked_at = COALESCE(revoked_at, ?) WHERE tenant_id = ? AND name = ?",
@@ -664,7 +672,8 @@ impl Store for SqliteStore {
     }
 
     async fn remove_secret(&self, tenant: &TenantId, name: &SecretName) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
         let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
         let done = sqlx::query("DELETE FROM secrets WHERE tenant_id = ? AND name = ?")
             .bind(tenant.as_str())
@@ -686,7 +695,7 @@ impl Store for SqliteStore {
         tenant: &TenantId,
         name: &SecretName,
     ) -> Result<Vec<VersionMeta>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.lock().await?;
         let tenant_name = Self::tenant_row(&mut conn, tenant).await?.name;
         let secret = Self::fetch_secret(&mut conn, tenant, &tenant_name, name).await?;
         sqlx::query(
@@ -708,7 +717,7 @@ impl Store for SqliteStore {
         name: &SecretName,
         now: Timestamp,
     ) -> Result<Vec<OpenedVersion>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.lock().await?;
         let (tenant_name, key) = self.data_key(&mut conn, tenant).await?;
         let secret = Self::fetch_secret(&mut conn, tenant, &tenant_name, name).await?;
         Self::require_usable(&secret, now)?;
@@ -757,7 +766,8 @@ impl Store for SqliteStore {
         ttl: Option<Duration>,
         now: Timestamp,
     ) -> Result<(IssuedToken, TokenMeta), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
         let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
         let agent_row = Self::fetch_agent(&mut tx, tenant, &tenant_name, agent).await?;
         if agent_row.disabled_at.is_some() {
@@ -813,7 +823,7 @@ impl Store for SqliteStore {
             "{TOKEN_SELECT} WHERE t.tenant_id = ? ORDER BY t.created_at, t.id"
         ))
         .bind(tenant.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.lock().await?)
         .await?
         .iter()
         .map(token_from_row)
@@ -826,7 +836,8 @@ impl Store for SqliteStore {
         id: &TokenId,
         now: Timestamp,
     ) -> Result<TokenMeta, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
         let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
         sqlx::query(
             "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE tenant_id = ? AND id = ?",
@@ -849,7 +860,7 @@ impl Store for SqliteStore {
     async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenMeta>, StoreError> {
         let row = sqlx::query(&format!("{TOKEN_SELECT} WHERE t.hash = ?"))
             .bind(hash.as_bytes().as_slice())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.lock().await?)
             .await?;
         let Some(row) = row else { return Ok(None) };
         let stored: Vec<u8> = row.try_get("hash")?;
@@ -864,12 +875,34 @@ impl Store for SqliteStore {
 
     async fn change_counter(&self) -> Result<i64, StoreError> {
         let (seq,): (i64,) = sqlx::query_as("SELECT seq FROM changes WHERE id = 1")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.lock().await?)
             .await?;
         Ok(seq)
     }
 }
 
-pub(crate) async fn run_migrations(pool: &SqlitePool, now: Timestamp) -> Result<(), StoreError> {
-    migrate::migrate(pool, now.unix()).await
+pub(crate) async fn run_migrations(
+    conn: &mut SqliteConnection,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    migrate::migrate(conn, now.unix()).await
+}
+
+/// Closes a connection, logging (not failing on) an error: there is nothing left to undo.
+pub(crate) async fn close_quietly(conn: SqliteConnection) {
+    if let Err(e) = conn.close().await {
+        tracing::warn!(error = %e, "closing the database failed");
+    }
+}
+
+/// Starts a write transaction. Its first statement bumps the change counter, which takes
+/// SQLite's write lock at once (so the busy timeout applies instead of a deadlock later).
+async fn begin_write(
+    conn: &mut SqliteConnection,
+) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, StoreError> {
+    let mut tx = conn.begin().await?;
+    sqlx::query("UPDATE changes SET seq = seq + 1 WHERE id = 1")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
