@@ -162,13 +162,10 @@ pub struct SecretAddArgs {
     #[arg(long = "host", required = true, value_name = "HOST")]
     pub hosts: Vec<String>,
     /// How the value is attached: 'header:NAME:TEMPLATE' (TEMPLATE holds {value}),
-    /// 'basic:USER' or 'query:PARAM'
-    #[arg(
-        long,
-        default_value = "header:Authorization:Bearer {value}",
-        value_name = "RULE"
-    )]
-    pub inject: String,
+    /// 'basic:USER' or 'query:PARAM' [default: the service's rule, else
+    /// 'header:Authorization:Bearer {value}']
+    #[arg(long, value_name = "RULE")]
+    pub inject: Option<String>,
     /// The secret expires after this long, e.g. 90d or 12h
     #[arg(long, value_name = "DURATION")]
     pub expires_in: Option<String>,

@@ -351,7 +351,7 @@ fn print_secret(ctx: &Ctx, meta: &SecretMeta) {
                 .collect::<Vec<_>>()
                 .join(", "),
         ),
-        ("inject", meta.injection.to_string()),
+        ("inject", inject_label(meta.injection.as_ref())),
         ("version", meta.current_version.to_string()),
         ("created", meta.created_at.rfc3339()),
         ("rotated", opt_time(meta.rotated_at)),
@@ -359,6 +359,10 @@ fn print_secret(ctx: &Ctx, meta: &SecretMeta) {
         ("revoked", opt_time(meta.revoked_at)),
         ("id", meta.id.to_string()),
     ]);
+}
+
+fn inject_label(rule: Option<&InjectionRule>) -> String {
+    rule.map_or_else(|| "service default".to_owned(), ToString::to_string)
 }
 
 fn parse_secret_add(ctx: &Ctx, args: &SecretAddArgs) -> Result<NewSecret, Failure> {
@@ -370,7 +374,11 @@ fn parse_secret_add(ctx: &Ctx, args: &SecretAddArgs) -> Result<NewSecret, Failur
             hosts.push(host);
         }
     }
-    let injection = InjectionRule::parse(&args.inject)?;
+    let injection = args
+        .inject
+        .as_deref()
+        .map(InjectionRule::parse)
+        .transpose()?;
     let expires_at = args
         .expires_in
         .as_deref()
@@ -443,7 +451,7 @@ async fn secret(
                                 .map(ToString::to_string)
                                 .collect::<Vec<_>>()
                                 .join(","),
-                            s.injection.to_string(),
+                            inject_label(s.injection.as_ref()),
                             opt_time(s.expires_at),
                         ]
                     })

@@ -25,5 +25,5 @@ pub use aead::{SecretVersionAad, open_version, seal_version};
 pub use error::CryptoError;
 pub use keyfile::{create_key_file, read_key_file};
 pub use keys::{DataKey, KdfParams, KeyCheck, MasterKey, random_bytes};
-pub use token::{IssuedToken, TOKEN_PREFIX, TokenHash, looks_like_token};
+pub use token::{IssuedToken, TOKEN_PREFIX, TokenHash, chain_hash, looks_like_token};
 pub use value::SecretValue;

@@ -72,6 +72,16 @@ pub fn looks_like_token(s: &str) -> bool {
     checksum(random) == sum
 }
 
+/// One link of the receipt hash chain: SHA-256 over a domain label, the previous link and the
+/// record's canonical body.
+pub fn chain_hash(prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"sequester/v1/receipt\0");
+    h.update(prev);
+    h.update(body);
+    h.finalize().into()
+}
+
 /// The stored form of a token: SHA-256 over a domain label and the token.
 ///
 /// Tokens carry ~190 random bits, so a fast hash is enough: there is nothing to brute-force.

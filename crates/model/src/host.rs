@@ -145,6 +145,17 @@ impl HostPattern {
         })
     }
 
+    /// The host part as written in a URL authority: the ASCII name (with `*.` for a
+    /// wildcard) or the IP literal, IPv6 in brackets; no port.
+    pub fn host_string(&self) -> String {
+        match &self.kind {
+            HostKind::Exact(name) => name.clone(),
+            HostKind::Wildcard(suffix) => format!("*.{suffix}"),
+            HostKind::Ip(IpAddr::V4(ip)) => ip.to_string(),
+            HostKind::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+        }
+    }
+
     /// The port this pattern is limited to, if any.
     pub fn port(&self) -> Option<u16> {
         self.port

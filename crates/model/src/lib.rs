@@ -17,15 +17,17 @@ mod ids;
 mod inject;
 mod name;
 mod records;
+mod service;
 mod time;
 
 pub use code::ErrorCode;
 pub use host::{HostPattern, ParseHostError};
 pub use ids::{AgentId, SecretId, TenantId, TokenId};
 pub use inject::{InjectionRule, ParseInjectionError};
-pub use name::{AgentName, NAME_MAX_LEN, ParseNameError, SecretName, TenantName};
+pub use name::{AgentName, NAME_MAX_LEN, ParseNameError, SecretName, ServiceName, TenantName};
 pub use records::{
-    Agent, AgentState, SecretMeta, SecretState, Tenant, TokenMeta, TokenState, VersionMeta,
-    VersionState,
+    Agent, AgentState, SecretMeta, SecretState, Service, Tenant, TokenMeta, TokenState,
+    VersionMeta, VersionState,
 };
+pub use service::{BaseUrl, ParseUrlError, Scheme};
 pub use time::{ParseDurationError, Timestamp, parse_duration};

@@ -119,6 +119,13 @@ name_type!(
     "secret"
 );
 
+name_type!(
+    /// The name of a service (a named upstream), unique in its tenant; the first path segment
+    /// of a gateway request.
+    ServiceName,
+    "service"
+);
+
 impl TenantName {
     /// The tenant that `init` creates and that commands use when `--tenant` is not given.
     pub fn default_tenant() -> Self {

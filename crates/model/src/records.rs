@@ -1,8 +1,8 @@
 //! Metadata records as the store returns them. None of them holds a secret value or a token.
 
 use crate::{
-    AgentId, AgentName, HostPattern, InjectionRule, SecretId, SecretName, TenantId, TenantName,
-    Timestamp, TokenId,
+    AgentId, AgentName, BaseUrl, HostPattern, InjectionRule, SecretId, SecretName, ServiceName,
+    TenantId, TenantName, Timestamp, TokenId,
 };
 use serde::Serialize;
 
@@ -64,7 +64,9 @@ pub struct SecretMeta {
     pub tenant_id: TenantId,
     pub name: SecretName,
     pub hosts: Vec<HostPattern>,
-    pub injection: InjectionRule,
+    /// How the value is attached; `None` means the service's default rule, or
+    /// `Authorization: Bearer` where no service says otherwise.
+    pub injection: Option<InjectionRule>,
     pub current_version: u32,
     pub created_at: Timestamp,
     pub rotated_at: Option<Timestamp>,
@@ -150,4 +152,15 @@ impl TokenMeta {
             TokenState::Active
         }
     }
+}
+
+/// A custom service added to a tenant (presets and config-file services are not stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub tenant_id: TenantId,
+    pub name: ServiceName,
+    pub base_url: BaseUrl,
+    /// The injection rule for secrets that do not set their own.
+    pub injection: Option<InjectionRule>,
+    pub created_at: Timestamp,
 }

@@ -156,7 +156,7 @@ impl DataDir {
             .map_err(io_err(&db))?;
         let mut conn = connect(&db, false).await?;
         run_migrations(&mut conn, now).await?;
-        let store = SqliteStore::new(conn, master);
+        let store = SqliteStore::new(conn, master, db.clone());
         store
             .write_initial_meta(&KeyMeta {
                 mode: mode.as_str().to_owned(),
@@ -202,7 +202,7 @@ impl DataDir {
             }
         };
         run_migrations(&mut conn, now).await?;
-        Ok(SqliteStore::new(conn, master))
+        Ok(SqliteStore::new(conn, master, db))
     }
 
     fn load_master(

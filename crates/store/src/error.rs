@@ -39,6 +39,12 @@ pub enum StoreError {
         "secret {name:?} already exists in tenant {tenant:?}; use `sequester secret rotate {name}` to give it a new value"
     )]
     SecretExists { tenant: String, name: String },
+    #[error(
+        "service {name:?} does not exist in tenant {tenant:?}; `sequester service list` shows the services"
+    )]
+    ServiceNotFound { tenant: String, name: String },
+    #[error("service {name:?} already exists in tenant {tenant:?}")]
+    ServiceExists { tenant: String, name: String },
     #[error("secret {name:?} is revoked; add a new secret instead")]
     SecretRevoked { name: String },
     #[error("secret {name:?} has expired; add a new secret instead")]
@@ -82,6 +88,8 @@ impl StoreError {
             Self::TenantExists { .. } => ErrorCode::TenantExists,
             Self::AgentExists { .. } => ErrorCode::AgentExists,
             Self::SecretExists { .. } => ErrorCode::SecretExists,
+            Self::ServiceNotFound { .. } => ErrorCode::ServiceNotFound,
+            Self::ServiceExists { .. } => ErrorCode::ServiceExists,
             Self::SecretRevoked { .. } => ErrorCode::SecretRevoked,
             Self::SecretExpired { .. } => ErrorCode::SecretExpired,
             Self::AgentDisabled { .. } => ErrorCode::AgentDisabled,

@@ -24,4 +24,7 @@ mod store;
 pub use datadir::{DataDir, KeyMode, PassphraseSource};
 pub use error::StoreError;
 pub use sqlite::SqliteStore;
-pub use store::{MAX_VALUE_LEN, NewSecret, OpenedVersion, Store, validate_value};
+pub use store::{
+    MAX_VALUE_LEN, NewReceipt, NewSecret, OpenedVersion, ReceiptFilter, ReceiptRow, SealedVersion,
+    SnapshotData, SnapshotSecret, Store, validate_value,
+};

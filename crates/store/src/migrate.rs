@@ -40,7 +40,7 @@ CREATE TABLE secrets (
     id              TEXT NOT NULL PRIMARY KEY,
     name            TEXT NOT NULL,
     hosts           TEXT NOT NULL,
-    injection       TEXT NOT NULL,
+    injection       TEXT,
     current_version INTEGER NOT NULL,
     created_at      INTEGER NOT NULL,
     rotated_at      INTEGER,
@@ -88,18 +88,35 @@ CREATE TABLE tokens (
 ) STRICT;
 CREATE INDEX tokens_by_tenant ON tokens (tenant_id, created_at);
 
--- Audit receipts, one hash chain across the whole store. `body` is the canonical JSON of the
--- receipt (never a value or a token); `hash` covers `prev_hash` and `body`.
+-- Custom services of a tenant (presets and config-file services are not stored).
+CREATE TABLE services (
+    tenant_id  TEXT NOT NULL REFERENCES tenants (id),
+    name       TEXT NOT NULL,
+    base_url   TEXT NOT NULL,
+    injection  TEXT,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+) STRICT;
+
+-- Audit receipts: one hash chain across the store. `body` is the canonical JSON of the record
+-- (never a value or a token); `hash` = chain_hash(prev_hash, body). The other columns repeat
+-- fields of the body for filtering; `receipts verify` checks that they agree. The head of the
+-- chain (last seq and hash) is kept in `meta` so that a truncated tail is detected too.
 CREATE TABLE receipts (
-    seq       INTEGER PRIMARY KEY,
-    tenant_id TEXT NOT NULL,
-    at_ms     INTEGER NOT NULL,
-    kind      TEXT NOT NULL,
-    body      TEXT NOT NULL,
-    prev_hash BLOB NOT NULL,
-    hash      BLOB NOT NULL
+    seq        INTEGER PRIMARY KEY,
+    tenant_id  TEXT NOT NULL,
+    at_ms      INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    agent      TEXT,
+    secret     TEXT,
+    denied     INTEGER NOT NULL,
+    body       TEXT NOT NULL,
+    prev_hash  BLOB NOT NULL,
+    hash       BLOB NOT NULL
 ) STRICT;
 CREATE INDEX receipts_by_tenant ON receipts (tenant_id, at_ms);
+CREATE INDEX receipts_by_request ON receipts (request_id);
 "#;
 
 pub(crate) async fn current_version(conn: &mut SqliteConnection) -> Result<i64, StoreError> {

@@ -1,20 +1,24 @@
 //! The embedded SQLite backend (bundled SQLite, WAL, synchronous=FULL, foreign keys on).
 
 use crate::keyring::Keyring;
-use crate::store::{NewSecret, OpenedVersion, Store, validate_value};
+use crate::store::{
+    NewReceipt, NewSecret, OpenedVersion, ReceiptFilter, ReceiptRow, SealedVersion, SnapshotData,
+    SnapshotSecret, Store, validate_value,
+};
 use crate::{StoreError, migrate};
 use async_trait::async_trait;
 use sequester_crypto::{
     DataKey, IssuedToken, KeyCheck, MasterKey, SecretValue, SecretVersionAad, TokenHash,
-    open_version, random_bytes, seal_version,
+    chain_hash, open_version, random_bytes, seal_version,
 };
 use sequester_model::{
-    Agent, AgentId, AgentName, HostPattern, InjectionRule, SecretId, SecretMeta, SecretName,
-    SecretState, Tenant, TenantId, TenantName, Timestamp, TokenId, TokenMeta, VersionMeta,
+    Agent, AgentId, AgentName, BaseUrl, HostPattern, InjectionRule, SecretId, SecretMeta,
+    SecretName, SecretState, Service, ServiceName, Tenant, TenantId, TenantName, Timestamp,
+    TokenId, TokenMeta, VersionMeta,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
 use sqlx::{ConnectOptions as _, Connection as _, Row as _, SqliteConnection};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
@@ -26,7 +30,8 @@ pub struct SqliteStore {
     /// is deterministic (the last close checkpoints the WAL and removes it). `None` once
     /// closed.
     conn: Mutex<Option<SqliteConnection>>,
-    keys: Keyring,
+    keys: Arc<Keyring>,
+    path: PathBuf,
 }
 
 pub(crate) async fn connect(path: &Path, create: bool) -> Result<SqliteConnection, StoreError> {
@@ -135,8 +140,10 @@ fn secret_from_row(row: &SqliteRow) -> Result<SecretMeta, StoreError> {
         .map(|h| HostPattern::parse(h))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| StoreError::corrupt(format!("hosts of secret {name}")))?;
-    let injection: String = row.try_get("injection")?;
-    let injection = InjectionRule::parse(&injection)
+    let injection: Option<String> = row.try_get("injection")?;
+    let injection = injection
+        .map(|rule| InjectionRule::parse(&rule))
+        .transpose()
         .map_err(|_| StoreError::corrupt(format!("injection rule of secret {name}")))?;
     Ok(SecretMeta {
         id: SecretId::from_stored(row.try_get("id")?),
@@ -193,6 +200,44 @@ fn token_from_row(row: &SqliteRow) -> Result<TokenMeta, StoreError> {
     })
 }
 
+fn service_from_row(row: &SqliteRow) -> Result<Service, StoreError> {
+    let name: String = row.try_get("name")?;
+    let base_url: String = row.try_get("base_url")?;
+    let injection: Option<String> = row.try_get("injection")?;
+    Ok(Service {
+        tenant_id: TenantId::from_stored(row.try_get("tenant_id")?),
+        name: ServiceName::parse(&name).map_err(|_| StoreError::corrupt("service name"))?,
+        base_url: BaseUrl::parse(&base_url)
+            .map_err(|_| StoreError::corrupt(format!("base URL of service {name}")))?,
+        injection: injection
+            .map(|r| InjectionRule::parse(&r))
+            .transpose()
+            .map_err(|_| StoreError::corrupt(format!("injection rule of service {name}")))?,
+        created_at: ts(row.try_get("created_at")?),
+    })
+}
+
+const RECEIPT_COLUMNS: &str =
+    "seq, tenant_id, at_ms, kind, request_id, agent, secret, denied, body, prev_hash, hash";
+
+fn receipt_from_row(row: &SqliteRow) -> Result<ReceiptRow, StoreError> {
+    Ok(ReceiptRow {
+        seq: row.try_get("seq")?,
+        receipt: NewReceipt {
+            tenant_id: TenantId::from_stored(row.try_get("tenant_id")?),
+            at_ms: row.try_get("at_ms")?,
+            kind: row.try_get("kind")?,
+            request_id: row.try_get("request_id")?,
+            agent: row.try_get("agent")?,
+            secret: row.try_get("secret")?,
+            denied: row.try_get::<i64, _>("denied")? != 0,
+            body: row.try_get("body")?,
+        },
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
 fn version_from_row(row: &SqliteRow) -> Result<VersionMeta, StoreError> {
     Ok(VersionMeta {
         version: version_u32(row.try_get("version")?)?,
@@ -203,11 +248,23 @@ fn version_from_row(row: &SqliteRow) -> Result<VersionMeta, StoreError> {
 }
 
 impl SqliteStore {
-    pub(crate) fn new(conn: SqliteConnection, master: MasterKey) -> Self {
+    pub(crate) fn new(conn: SqliteConnection, master: MasterKey, path: PathBuf) -> Self {
         Self {
             conn: Mutex::new(Some(conn)),
-            keys: Keyring::new(master),
+            keys: Arc::new(Keyring::new(master)),
+            path,
         }
+    }
+
+    /// A second handle on the same database with its own connection, sharing the keys (no
+    /// second key check or passphrase). The audit writer uses one so that a slow receipt
+    /// commit never blocks the control plane, and the other way round.
+    pub async fn reopen(&self) -> Result<SqliteStore, StoreError> {
+        Ok(Self {
+            conn: Mutex::new(Some(connect(&self.path, false).await?)),
+            keys: Arc::clone(&self.keys),
+            path: self.path.clone(),
+        })
     }
 
     /// Closes the connection, checkpointing and removing the WAL. Later calls fail with
@@ -527,7 +584,7 @@ impl Store for SqliteStore {
         .bind(id.as_str())
         .bind(secret.name.as_str())
         .bind(&hosts_json)
-        .bind(secret.injection.to_string())
+        .bind(secret.injection.as_ref().map(ToString::to_string))
         .bind(now.unix())
         .bind(secret.expires_at.map(Timestamp::unix))
         .execute(&mut *tx)
@@ -871,6 +928,303 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         token_from_row(&row).map(Some)
+    }
+
+    async fn add_service(
+        &self,
+        tenant: &TenantId,
+        name: &ServiceName,
+        base_url: &BaseUrl,
+        injection: Option<&InjectionRule>,
+        now: Timestamp,
+    ) -> Result<Service, StoreError> {
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
+        let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
+        let inserted = sqlx::query(
+            "INSERT INTO services (tenant_id, name, base_url, injection, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(tenant.as_str())
+        .bind(name.as_str())
+        .bind(base_url.to_string())
+        .bind(injection.map(ToString::to_string))
+        .bind(now.unix())
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::ServiceExists {
+                    tenant: tenant_name,
+                    name: name.to_string(),
+                });
+            }
+            other => other?,
+        };
+        tx.commit().await?;
+        Ok(Service {
+            tenant_id: tenant.clone(),
+            name: name.clone(),
+            base_url: base_url.clone(),
+            injection: injection.cloned(),
+            created_at: now,
+        })
+    }
+
+    async fn list_services(&self, tenant: &TenantId) -> Result<Vec<Service>, StoreError> {
+        sqlx::query(
+            "SELECT tenant_id, name, base_url, injection, created_at FROM services WHERE tenant_id = ? ORDER BY name",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&mut *self.lock().await?)
+        .await?
+        .iter()
+        .map(service_from_row)
+        .collect()
+    }
+
+    async fn remove_service(
+        &self,
+        tenant: &TenantId,
+        name: &ServiceName,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
+        let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
+        let done = sqlx::query("DELETE FROM services WHERE tenant_id = ? AND name = ?")
+            .bind(tenant.as_str())
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::ServiceNotFound {
+                tenant: tenant_name,
+                name: name.to_string(),
+            });
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn snapshot(&self) -> Result<SnapshotData, StoreError> {
+        let mut conn = self.lock().await?;
+        // One read transaction: every table is seen at the same commit.
+        let mut tx = conn.begin().await?;
+        let (counter,): (i64,) = sqlx::query_as("SELECT seq FROM changes WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let tenant_rows: Vec<(String, String, i64, Vec<u8>)> =
+            sqlx::query_as("SELECT id, name, created_at, wrapped_key FROM tenants ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut tenants = Vec::with_capacity(tenant_rows.len());
+        for (id, name, created_at, wrapped) in tenant_rows {
+            let id = TenantId::from_stored(id);
+            let key = self.keys.data_key(&id, &wrapped)?;
+            let tenant = Tenant {
+                name: TenantName::parse(&name).map_err(|_| StoreError::corrupt("tenant name"))?,
+                id,
+                created_at: ts(created_at),
+            };
+            tenants.push((tenant, key));
+        }
+        let agents = sqlx::query("SELECT id, tenant_id, name, created_at, disabled_at FROM agents")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(agent_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let metas = sqlx::query(&format!("SELECT {SECRET_COLUMNS} FROM secrets"))
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(secret_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut secrets: Vec<SnapshotSecret> = metas
+            .into_iter()
+            .map(|meta| SnapshotSecret {
+                meta,
+                versions: Vec::new(),
+            })
+            .collect();
+        let index: std::collections::HashMap<String, usize> = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.meta.id.to_string(), i))
+            .collect();
+        let versions: Vec<(String, i64, Vec<u8>, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT secret_id, version, sealed, retired_at, usable_until FROM secret_versions ORDER BY secret_id, version DESC",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (secret_id, version, sealed, retired_at, usable_until) in versions {
+            let i = *index
+                .get(&secret_id)
+                .ok_or_else(|| StoreError::corrupt("a version without its secret"))?;
+            secrets[i].versions.push(SealedVersion {
+                version: version_u32(version)?,
+                sealed,
+                retired_at: opt_ts(retired_at),
+                usable_until: opt_ts(usable_until),
+            });
+        }
+        let tokens = sqlx::query(TOKEN_SELECT)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| {
+                let hash: Vec<u8> = row.try_get("hash")?;
+                let hash: [u8; 32] = hash
+                    .try_into()
+                    .map_err(|_| StoreError::corrupt("token hash"))?;
+                Ok((TokenHash::from_bytes(hash), token_from_row(row)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let services =
+            sqlx::query("SELECT tenant_id, name, base_url, injection, created_at FROM services")
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(service_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await?;
+        Ok(SnapshotData {
+            counter,
+            tenants,
+            agents,
+            secrets,
+            tokens,
+            services,
+        })
+    }
+
+    async fn append_receipts(&self, batch: &[NewReceipt]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.lock().await?;
+        // IMMEDIATE: take the write lock before reading the chain head, so two writers can
+        // never link to the same predecessor.
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let last: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, hash FROM receipts ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (mut seq, mut prev) = match last {
+            Some((seq, hash)) => (
+                seq,
+                <[u8; 32]>::try_from(hash.as_slice())
+                    .map_err(|_| StoreError::corrupt("receipt hash"))?,
+            ),
+            None => (0, [0u8; 32]),
+        };
+        for r in batch {
+            seq += 1;
+            let hash = chain_hash(&prev, r.body.as_bytes());
+            sqlx::query(
+                "INSERT INTO receipts (seq, tenant_id, at_ms, kind, request_id, agent, secret, denied, body, prev_hash, hash)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(seq)
+            .bind(r.tenant_id.as_str())
+            .bind(r.at_ms)
+            .bind(&r.kind)
+            .bind(&r.request_id)
+            .bind(&r.agent)
+            .bind(&r.secret)
+            .bind(i64::from(r.denied))
+            .bind(&r.body)
+            .bind(prev.as_slice())
+            .bind(hash.as_slice())
+            .execute(&mut *tx)
+            .await?;
+            prev = hash;
+        }
+        let mut head = seq.to_be_bytes().to_vec();
+        head.extend_from_slice(&prev);
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('receipts_head', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(head)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_receipts(&self, filter: &ReceiptFilter) -> Result<Vec<ReceiptRow>, StoreError> {
+        let mut sql = format!("SELECT {RECEIPT_COLUMNS} FROM receipts WHERE 1 = 1");
+        if filter.tenant.is_some() {
+            sql.push_str(" AND tenant_id = ?");
+        }
+        if filter.agent.is_some() {
+            sql.push_str(" AND agent = ?");
+        }
+        if filter.secret.is_some() {
+            sql.push_str(" AND secret = ?");
+        }
+        if filter.since_ms.is_some() {
+            sql.push_str(" AND at_ms >= ?");
+        }
+        if filter.denied_only {
+            sql.push_str(" AND denied = 1");
+        }
+        sql.push_str(" ORDER BY seq DESC");
+        if filter.limit.is_some() {
+            sql.push_str(" LIMIT ?");
+        }
+        let mut q = sqlx::query(&sql);
+        if let Some(t) = &filter.tenant {
+            q = q.bind(t.as_str());
+        }
+        if let Some(a) = &filter.agent {
+            q = q.bind(a);
+        }
+        if let Some(s) = &filter.secret {
+            q = q.bind(s);
+        }
+        if let Some(since) = filter.since_ms {
+            q = q.bind(since);
+        }
+        if let Some(limit) = filter.limit {
+            q = q.bind(i64::from(limit));
+        }
+        let mut rows = q
+            .fetch_all(&mut *self.lock().await?)
+            .await?
+            .iter()
+            .map(receipt_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    async fn receipt_chain(&self, after: i64, limit: u32) -> Result<Vec<ReceiptRow>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {RECEIPT_COLUMNS} FROM receipts WHERE seq > ? ORDER BY seq LIMIT ?"
+        ))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self.lock().await?)
+        .await?
+        .iter()
+        .map(receipt_from_row)
+        .collect()
+    }
+
+    async fn receipt_head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        let row: Option<(Vec<u8>,)> =
+            sqlx::query_as("SELECT value FROM meta WHERE key = 'receipts_head'")
+                .fetch_optional(&mut *self.lock().await?)
+                .await?;
+        match row {
+            None => Ok(None),
+            Some((v,)) if v.len() == 40 => {
+                let (seq, hash) = v.split_at(8);
+                let seq: [u8; 8] = seq
+                    .try_into()
+                    .map_err(|_| StoreError::corrupt("receipt head"))?;
+                Ok(Some((i64::from_be_bytes(seq), hash.to_vec())))
+            }
+            Some(_) => Err(StoreError::corrupt("receipt head")),
+        }
     }
 
     async fn change_counter(&self) -> Result<i64, StoreError> {

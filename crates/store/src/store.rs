@@ -1,10 +1,11 @@
 use crate::StoreError;
 use async_trait::async_trait;
-use sequester_crypto::{IssuedToken, SecretValue, TokenHash};
+use sequester_crypto::{DataKey, IssuedToken, SecretValue, TokenHash};
 use sequester_model::{
-    Agent, AgentName, HostPattern, InjectionRule, SecretMeta, SecretName, Tenant, TenantId,
-    TenantName, Timestamp, TokenId, TokenMeta, VersionMeta,
+    Agent, AgentName, BaseUrl, HostPattern, InjectionRule, SecretMeta, SecretName, Service,
+    ServiceName, Tenant, TenantId, TenantName, Timestamp, TokenId, TokenMeta, VersionMeta,
 };
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest accepted secret value, in bytes.
@@ -37,8 +38,70 @@ pub fn validate_value(value: &SecretValue) -> Result<(), StoreError> {
 pub struct NewSecret {
     pub name: SecretName,
     pub hosts: Vec<HostPattern>,
-    pub injection: InjectionRule,
+    /// `None`: the service's default rule applies.
+    pub injection: Option<InjectionRule>,
     pub expires_at: Option<Timestamp>,
+}
+
+/// One sealed version as the snapshot holds it: opened only at the moment of injection.
+#[derive(Debug, Clone)]
+pub struct SealedVersion {
+    pub version: u32,
+    pub sealed: Vec<u8>,
+    pub retired_at: Option<Timestamp>,
+    pub usable_until: Option<Timestamp>,
+}
+
+/// A secret with its sealed versions.
+#[derive(Debug, Clone)]
+pub struct SnapshotSecret {
+    pub meta: SecretMeta,
+    pub versions: Vec<SealedVersion>,
+}
+
+/// Everything the data plane needs, read in one consistent transaction. Values stay sealed;
+/// tenant data keys are unwrapped so a value can be opened at injection time.
+pub struct SnapshotData {
+    pub counter: i64,
+    pub tenants: Vec<(Tenant, Arc<DataKey>)>,
+    pub agents: Vec<Agent>,
+    pub secrets: Vec<SnapshotSecret>,
+    pub tokens: Vec<(TokenHash, TokenMeta)>,
+    pub services: Vec<Service>,
+}
+
+/// A receipt to append. The store assigns the sequence number and links it into the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReceipt {
+    pub tenant_id: TenantId,
+    pub at_ms: i64,
+    pub kind: String,
+    pub request_id: String,
+    pub agent: Option<String>,
+    pub secret: Option<String>,
+    pub denied: bool,
+    /// Canonical JSON of the whole record; the chain hash covers exactly these bytes.
+    pub body: String,
+}
+
+/// A stored receipt with its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptRow {
+    pub seq: i64,
+    pub receipt: NewReceipt,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// Which receipts to list.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiptFilter {
+    pub tenant: Option<TenantId>,
+    pub agent: Option<String>,
+    pub secret: Option<String>,
+    pub since_ms: Option<i64>,
+    pub denied_only: bool,
+    pub limit: Option<u32>,
 }
 
 /// One opened, usable version of a secret.
@@ -141,6 +204,33 @@ pub trait Store: Send + Sync {
     /// belongs to, and everything it resolves to is then read within that tenant.
     async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenMeta>, StoreError>;
 
-    /// A counter that grows with every committed change, for snapshot reloads.
+    // Services.
+    async fn add_service(
+        &self,
+        tenant: &TenantId,
+        name: &ServiceName,
+        base_url: &BaseUrl,
+        injection: Option<&InjectionRule>,
+        now: Timestamp,
+    ) -> Result<Service, StoreError>;
+    async fn list_services(&self, tenant: &TenantId) -> Result<Vec<Service>, StoreError>;
+    async fn remove_service(&self, tenant: &TenantId, name: &ServiceName)
+    -> Result<(), StoreError>;
+
+    // Data plane.
+    /// A consistent view of everything the data plane needs.
+    async fn snapshot(&self) -> Result<SnapshotData, StoreError>;
+    /// A counter that grows with every committed change, for snapshot reloads. Receipts do
+    /// not move it.
     async fn change_counter(&self) -> Result<i64, StoreError>;
+
+    // Receipts.
+    /// Appends receipts in one transaction, linking each into the hash chain.
+    async fn append_receipts(&self, batch: &[NewReceipt]) -> Result<(), StoreError>;
+    /// Receipts matching `filter`, oldest first (the newest `limit` if set).
+    async fn list_receipts(&self, filter: &ReceiptFilter) -> Result<Vec<ReceiptRow>, StoreError>;
+    /// Up to `limit` receipts of every tenant with `seq > after`, in chain order.
+    async fn receipt_chain(&self, after: i64, limit: u32) -> Result<Vec<ReceiptRow>, StoreError>;
+    /// The chain head recorded with the last append: (seq, hash).
+    async fn receipt_head(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
 }

@@ -842,3 +842,159 @@ async fn the_change_counter_moves_with_every_mutation() {
     assert!(store.change_counter().await.unwrap() > c1);
     let _ = Timestamp::from_unix(0);
 }
+
+#[tokio::test]
+async fn services_are_per_tenant() {
+    use sequester_model::{BaseUrl, InjectionRule, ServiceName};
+    let tmp = tempfile::tempdir().unwrap();
+    let (_data, store, tenant) = init(tmp.path()).await;
+    let other = store
+        .create_tenant(&TenantName::parse("b").unwrap(), T0)
+        .await
+        .unwrap();
+    let name = ServiceName::parse("internal").unwrap();
+    let url = BaseUrl::parse("https://api.internal.example/v2").unwrap();
+    let rule = InjectionRule::parse("header:x-api-key:{value}").unwrap();
+    let added = store
+        .add_service(&tenant, &name, &url, Some(&rule), T0)
+        .await
+        .unwrap();
+    assert_eq!(added.base_url, url);
+    assert_eq!(
+        code(store.add_service(&tenant, &name, &url, None, T0).await),
+        ErrorCode::ServiceExists
+    );
+    assert_eq!(store.list_services(&tenant).await.unwrap(), vec![added]);
+    assert!(store.list_services(&other.id).await.unwrap().is_empty());
+    assert_eq!(
+        code(store.remove_service(&other.id, &name).await),
+        ErrorCode::ServiceNotFound
+    );
+    store.remove_service(&tenant, &name).await.unwrap();
+    assert!(store.list_services(&tenant).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn snapshot_holds_everything_sealed_and_consistent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_data, store, tenant) = init(tmp.path()).await;
+    let agent = AgentName::parse("bot").unwrap();
+    store.create_agent(&tenant, &agent, T0).await.unwrap();
+    let name = SecretName::parse("S").unwrap();
+    store
+        .add_secret(
+            &tenant,
+            &new_secret("S", "api.example.com"),
+            value("snap-v1"),
+            T0,
+        )
+        .await
+        .unwrap();
+    store
+        .rotate_secret(
+            &tenant,
+            &name,
+            value("snap-v2"),
+            Duration::from_secs(60),
+            T0,
+        )
+        .await
+        .unwrap();
+    let (token, meta) = store
+        .issue_token(&tenant, &agent, &name, None, T0)
+        .await
+        .unwrap();
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!(snap.counter, store.change_counter().await.unwrap());
+    assert_eq!(snap.tenants.len(), 1);
+    assert_eq!(snap.agents.len(), 1);
+    assert_eq!(snap.tokens, vec![(token.hash(), meta)]);
+    let secret = &snap.secrets[0];
+    assert_eq!(secret.meta.current_version, 2);
+    let versions: Vec<u32> = secret.versions.iter().map(|v| v.version).collect();
+    assert_eq!(versions, vec![2, 1]);
+    // Sealed values open with the tenant key from the snapshot.
+    let (t, key) = &snap.tenants[0];
+    let opened = sequester_crypto::open_version(
+        key,
+        &sequester_crypto::SecretVersionAad {
+            tenant_id: t.id.as_str(),
+            secret_id: secret.meta.id.as_str(),
+            secret_name: "S",
+            version: 2,
+        },
+        &secret.versions[0].sealed,
+    )
+    .unwrap();
+    assert_eq!(bytes(&opened), b"snap-v2");
+}
+
+#[tokio::test]
+async fn receipts_chain_and_head() {
+    use sequester_store::{NewReceipt, ReceiptFilter};
+    let tmp = tempfile::tempdir().unwrap();
+    let (_data, store, tenant) = init(tmp.path()).await;
+    let counter = store.change_counter().await.unwrap();
+    let receipt = |i: i64, denied: bool| NewReceipt {
+        tenant_id: tenant.clone(),
+        at_ms: 1000 + i,
+        kind: if denied { "denial" } else { "intent" }.to_owned(),
+        request_id: format!("req-{i}"),
+        agent: Some("bot".to_owned()),
+        secret: Some(if i % 2 == 0 { "A" } else { "B" }.to_owned()),
+        denied,
+        body: format!("{{\"i\":{i}}}"),
+    };
+    store
+        .append_receipts(&[receipt(1, false), receipt(2, true)])
+        .await
+        .unwrap();
+    store.append_receipts(&[receipt(3, false)]).await.unwrap();
+    assert_eq!(
+        store.change_counter().await.unwrap(),
+        counter,
+        "receipts moved the change counter"
+    );
+    let chain = store.receipt_chain(0, 100).await.unwrap();
+    assert_eq!(
+        chain.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let mut prev = [0u8; 32];
+    for r in &chain {
+        assert_eq!(r.prev_hash, prev);
+        let h = sequester_crypto::chain_hash(&prev, r.receipt.body.as_bytes());
+        assert_eq!(r.hash, h);
+        prev = h;
+    }
+    assert_eq!(
+        store.receipt_head().await.unwrap(),
+        Some((3, prev.to_vec()))
+    );
+    let denied = store
+        .list_receipts(&ReceiptFilter {
+            denied_only: true,
+            ..ReceiptFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0].receipt.request_id, "req-2");
+    let by_secret = store
+        .list_receipts(&ReceiptFilter {
+            secret: Some("B".into()),
+            since_ms: Some(1002),
+            ..ReceiptFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_secret.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3]);
+    let newest = store
+        .list_receipts(&ReceiptFilter {
+            limit: Some(2),
+            ..ReceiptFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3]);
+}

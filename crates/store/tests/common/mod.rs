@@ -1,7 +1,7 @@
 #![allow(dead_code)]
 
 use sequester_crypto::SecretValue;
-use sequester_model::{HostPattern, InjectionRule, SecretName, TenantId, TenantName, Timestamp};
+use sequester_model::{HostPattern, SecretName, TenantId, TenantName, Timestamp};
 use sequester_store::{DataDir, KeyMode, NewSecret, SqliteStore, Store, StoreError};
 use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
@@ -41,7 +41,7 @@ pub fn new_secret(name: &str, host: &str) -> NewSecret {
     NewSecret {
         name: SecretName::parse(name).unwrap(),
         hosts: vec![HostPattern::parse(host).unwrap()],
-        injection: InjectionRule::bearer(),
+        injection: None,
         expires_at: None,
     }
 }
