@@ -1,0 +1,109 @@
+use sequester_crypto::{DataKey, TokenHash};
+use sequester_model::{
+    Agent, AgentId, SecretId, SecretMeta, Service, ServiceName, TenantId, TokenMeta,
+};
+use sequester_store::{SealedVersion, SnapshotData};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A secret as the data plane sees it: metadata and sealed versions, newest first.
+#[derive(Debug)]
+pub struct SecretEntry {
+    pub meta: SecretMeta,
+    pub versions: Vec<SealedVersion>,
+}
+
+impl SecretEntry {
+    /// The current version, if the store's data is consistent.
+    pub fn current(&self) -> Option<&SealedVersion> {
+        self.versions
+            .iter()
+            .find(|v| v.version == self.meta.current_version && v.retired_at.is_none())
+    }
+}
+
+/// An immutable index of everything `decide` needs.
+pub struct Snapshot {
+    counter: i64,
+    tokens: HashMap<TokenHash, TokenMeta>,
+    agents: HashMap<AgentId, Agent>,
+    secrets: HashMap<SecretId, Arc<SecretEntry>>,
+    keys: HashMap<TenantId, Arc<DataKey>>,
+    services: HashMap<(TenantId, ServiceName), Service>,
+}
+
+impl Snapshot {
+    /// An empty snapshot: every request is denied. Installed when loading fails, so a broken
+    /// store never leaves a stale or half-built view in place.
+    pub fn empty() -> Self {
+        Self {
+            counter: -1,
+            tokens: HashMap::new(),
+            agents: HashMap::new(),
+            secrets: HashMap::new(),
+            keys: HashMap::new(),
+            services: HashMap::new(),
+        }
+    }
+
+    pub fn build(data: SnapshotData) -> Self {
+        Self {
+            counter: data.counter,
+            tokens: data.tokens.into_iter().collect(),
+            agents: data.agents.into_iter().map(|a| (a.id.clone(), a)).collect(),
+            secrets: data
+                .secrets
+                .into_iter()
+                .map(|s| {
+                    (
+                        s.meta.id.clone(),
+                        Arc::new(SecretEntry {
+                            meta: s.meta,
+                            versions: s.versions,
+                        }),
+                    )
+                })
+                .collect(),
+            keys: data
+                .tenants
+                .into_iter()
+                .map(|(t, key)| (t.id, key))
+                .collect(),
+            services: data
+                .services
+                .into_iter()
+                .map(|s| ((s.tenant_id.clone(), s.name.clone()), s))
+                .collect(),
+        }
+    }
+
+    /// The store change counter this snapshot reflects (`-1` for the empty snapshot).
+    pub fn counter(&self) -> i64 {
+        self.counter
+    }
+
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub(crate) fn token(&self, hash: &TokenHash) -> Option<(&TokenHash, &TokenMeta)> {
+        self.tokens.get_key_value(hash)
+    }
+
+    pub(crate) fn agent(&self, id: &AgentId) -> Option<&Agent> {
+        self.agents.get(id)
+    }
+
+    pub(crate) fn secret(&self, id: &SecretId) -> Option<&Arc<SecretEntry>> {
+        self.secrets.get(id)
+    }
+
+    pub(crate) fn key(&self, tenant: &TenantId) -> Option<&Arc<DataKey>> {
+        self.keys.get(tenant)
+    }
+
+    /// A tenant's custom service by name.
+    pub fn service(&self, tenant: &TenantId, name: &ServiceName) -> Option<&Service> {
+        self.services.get(&(tenant.clone(), name.clone()))
+    }
+}
