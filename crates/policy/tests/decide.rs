@@ -133,7 +133,16 @@ fn ask(snap: &Snapshot, token: &str, host: &str, port: u16) -> Result<Vec<u8>, E
 fn table_of_decisions() {
     let past = Timestamp::from_unix(NOW.unix() - 1);
     type Tweak = Box<dyn FnOnce(&mut SnapshotData)>;
-    let cases: Vec<(&str, Tweak, &str, &str, u16, Result<&[u8], ErrorCode>)> = vec![
+    // (case, change to the world, token, host, port, expected value or denial)
+    type Case = (
+        &'static str,
+        Tweak,
+        &'static str,
+        &'static str,
+        u16,
+        Result<&'static [u8], ErrorCode>,
+    );
+    let cases: Vec<Case> = vec![
         (
             "allow",
             Box::new(|_| {}),
