@@ -1,0 +1,112 @@
+use crate::Receipt;
+use sequester_store::{NewReceipt, Store};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most receipts committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Receipts that may wait for the writer before callers feel back-pressure.
+const QUEUE: usize = 16 * 1024;
+
+/// Why a receipt could not be made durable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit store cannot be written: {0}")]
+    Unavailable(String),
+    #[error("the audit writer has stopped")]
+    Stopped,
+}
+
+struct Job {
+    row: NewReceipt,
+    done: Option<oneshot::Sender<Result<(), AuditError>>>,
+}
+
+/// The single writer of receipts. Cloning is cheap; all clones feed one task that commits
+/// whatever has queued as one batch.
+#[derive(Clone)]
+pub struct AuditWriter {
+    tx: mpsc::Sender<Job>,
+}
+
+impl AuditWriter {
+    /// Starts the writer task on the current runtime. It ends when every clone is dropped,
+    /// after committing what is queued; await the handle to flush on shutdown.
+    pub fn start(store: Arc<dyn Store>) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let handle = tokio::spawn(run(store, rx));
+        (Self { tx }, handle)
+    }
+
+    fn job(receipt: &Receipt) -> Result<NewReceipt, AuditError> {
+        receipt
+            .to_row()
+            .map_err(|e| AuditError::Unavailable(format!("cannot encode a receipt: {e}")))
+    }
+
+    /// Queues `receipt` and waits until it is committed. The data plane injects nothing
+    /// before this returns `Ok`.
+    pub async fn record_durable(&self, receipt: &Receipt) -> Result<(), AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Job {
+                row: Self::job(receipt)?,
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| AuditError::Stopped)?;
+        wait.await.map_err(|_| AuditError::Stopped)?
+    }
+
+    /// Queues `receipt` from synchronous code (a response body finishing or being dropped)
+    /// without waiting. If the queue is full the receipt is lost and logged as an error.
+    pub fn record_nowait(&self, receipt: &Receipt) {
+        match Self::job(receipt) {
+            Ok(row) => {
+                if let Err(e) = self.tx.try_send(Job { row, done: None }) {
+                    tracing::error!(request_id = %receipt.request_id, error = %e, "receipt lost: audit queue full or stopped");
+                }
+            }
+            Err(e) => tracing::error!(request_id = %receipt.request_id, error = %e, "receipt lost"),
+        }
+    }
+
+    /// Queues `receipt` without waiting (completions and denials: nothing depends on them
+    /// being durable first). A failure is logged by the writer.
+    pub async fn record(&self, receipt: &Receipt) {
+        match Self::job(receipt) {
+            Ok(row) => {
+                if self.tx.send(Job { row, done: None }).await.is_err() {
+                    tracing::error!(request_id = %receipt.request_id, "audit writer stopped; receipt lost");
+                }
+            }
+            Err(e) => tracing::error!(request_id = %receipt.request_id, error = %e, "receipt lost"),
+        }
+    }
+}
+
+async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let rows: Vec<NewReceipt> = batch.iter().map(|j| j.row.clone()).collect();
+        let result = store
+            .append_receipts(&rows)
+            .await
+            .map_err(|e| AuditError::Unavailable(e.to_string()));
+        if let Err(e) = &result {
+            tracing::error!(error = %e, receipts = rows.len(), "receipts not written; requests waiting on them are denied");
+        }
+        for job in batch.drain(..) {
+            if let Some(done) = job.done {
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+}

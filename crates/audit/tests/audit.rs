@@ -1,0 +1,174 @@
+//! The group-commit writer and chain verification against a real SQLite store.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
+
+use sequester_audit::{AuditWriter, Decision, Kind, Mode, Receipt, VerifyError, verify};
+use sequester_model::{TenantName, Timestamp};
+use sequester_store::{DataDir, KeyMode, SqliteStore, Store, StoreError};
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+fn no_passphrase(_: bool) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    Err(StoreError::PassphraseRequired)
+}
+
+async fn store(dir: &std::path::Path) -> (DataDir, Arc<SqliteStore>, String) {
+    let data = DataDir::new(dir.join("data"));
+    let store = data
+        .init(
+            KeyMode::KeyFile,
+            &no_passphrase,
+            Timestamp::from_unix(1_800_000_000),
+        )
+        .await
+        .unwrap();
+    let tenant = store
+        .tenant(&TenantName::default_tenant())
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    (data, Arc::new(store), tenant)
+}
+
+fn receipt(tenant: &str, i: u64, kind: Kind) -> Receipt {
+    Receipt {
+        kind,
+        request_id: format!("req-{i}"),
+        at_ms: 1_800_000_000_000 + i64::try_from(i).unwrap(),
+        tenant_id: tenant.to_owned(),
+        agent: Some("bot".into()),
+        agent_id: Some("agt_1".into()),
+        token_id: Some("tok_1".into()),
+        secret: Some("openai".into()),
+        secret_version: Some(1),
+        mode: Mode::Gateway,
+        service: Some("openai".into()),
+        method: "POST".into(),
+        host: "api.openai.com".into(),
+        path: "/v1/chat/completions".into(),
+        decision: if kind == Kind::Denial {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        },
+        code: (kind == Kind::Denial).then(|| "host_not_allowed".into()),
+        status: (kind == Kind::Completion).then_some(200),
+        upstream_ms: None,
+        total_ms: None,
+        bytes_in: None,
+        bytes_out: None,
+        run_id: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_durable_receipts_are_batched_and_chained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_data, store, tenant) = store(tmp.path()).await;
+    let (writer, handle) = AuditWriter::start(store.clone());
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let writer = writer.clone();
+        let r = receipt(&tenant, i, Kind::Intent);
+        tasks.push(tokio::spawn(async move { writer.record_durable(&r).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    writer.record(&receipt(&tenant, 999, Kind::Denial)).await;
+    drop(writer);
+    handle.await.unwrap();
+    let report = verify(store.as_ref()).await.unwrap();
+    assert_eq!(report.records, 201);
+    let ids: std::collections::HashSet<String> = store
+        .receipt_chain(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.receipt.request_id)
+        .collect();
+    assert_eq!(ids.len(), 201);
+}
+
+async fn tamper(data: &DataDir, sql: &str) {
+    use sqlx::Connection as _;
+    let mut conn =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", data.database_path().display()))
+            .await
+            .unwrap();
+    sqlx::query(sql).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn verify_catches_edits_removals_and_reordering() {
+    for (attack, sql, want_seq) in [
+        (
+            "edit",
+            "UPDATE receipts SET body = replace(body, 'api.openai.com', 'evil.example') WHERE seq = 3",
+            3,
+        ),
+        (
+            "edit a column",
+            "UPDATE receipts SET secret = 'other' WHERE seq = 2",
+            2,
+        ),
+        ("delete middle", "DELETE FROM receipts WHERE seq = 2", 2),
+        ("delete tail", "DELETE FROM receipts WHERE seq = 5", 4),
+        (
+            "swap",
+            "UPDATE receipts SET body = CASE seq WHEN 2 THEN (SELECT body FROM receipts WHERE seq = 3) ELSE (SELECT body FROM receipts WHERE seq = 2) END, hash = CASE seq WHEN 2 THEN (SELECT hash FROM receipts WHERE seq = 3) ELSE (SELECT hash FROM receipts WHERE seq = 2) END WHERE seq IN (2, 3)",
+            2,
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (data, store, tenant) = store(tmp.path()).await;
+        let (writer, handle) = AuditWriter::start(store.clone());
+        for i in 1..=5 {
+            writer
+                .record_durable(&receipt(&tenant, i, Kind::Intent))
+                .await
+                .unwrap();
+        }
+        drop(writer);
+        handle.await.unwrap();
+        assert_eq!(verify(store.as_ref()).await.unwrap().records, 5);
+        store.close().await;
+        tamper(&data, sql).await;
+        let store = data
+            .open(&no_passphrase, Timestamp::from_unix(1_800_000_000))
+            .await
+            .unwrap();
+        match verify(&store).await {
+            Err(VerifyError::Broken { seq, reason }) => {
+                assert_eq!(seq, want_seq, "{attack}: {reason}");
+            }
+            other => panic!("{attack}: verify returned {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unwritable_store_fails_durable_receipts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_data, store, tenant) = store(tmp.path()).await;
+    let (writer, handle) = AuditWriter::start(store.clone());
+    writer
+        .record_durable(&receipt(&tenant, 1, Kind::Intent))
+        .await
+        .unwrap();
+    store.close().await;
+    let err = writer
+        .record_durable(&receipt(&tenant, 2, Kind::Intent))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot be written"), "{err}");
+    drop(writer);
+    handle.await.unwrap();
+}
