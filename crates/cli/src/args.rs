@@ -75,6 +75,11 @@ pub enum Command {
 /// Commands that act inside one tenant (`--tenant`).
 #[derive(Debug, Subcommand)]
 pub enum TenantScoped {
+    /// Manage services: named upstreams the gateway routes /{service}/… to
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Show receipts (who used which secret where, and what happened), or verify their chain
+    Receipts(ReceiptsArgs),
     /// Manage agents (workload identities inside a tenant)
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -96,14 +101,15 @@ pub struct InitArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address the broker listens on
-    #[arg(
-        long,
-        env = "SEQUESTER_LISTEN",
-        default_value = "127.0.0.1:8787",
-        value_name = "ADDR"
-    )]
-    pub listen: String,
+    /// Address the gateway listens on [default: the config's `listen`, else 127.0.0.1:8787]
+    #[arg(long, env = "SEQUESTER_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Configuration file (TOML) [default: sequester.toml in the data directory, if present]
+    #[arg(long, env = "SEQUESTER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A PEM file of CA certificates to trust for upstream TLS besides the system roots
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,4 +193,50 @@ pub enum TokenCommand {
     List,
     /// Revoke a token by its id (tok_…)
     Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Add a service to the tenant; /{NAME}/rest goes to BASE_URL/rest
+    Add {
+        /// Service name: the first path segment of gateway requests
+        name: String,
+        /// Where requests go, like https://api.example.com/v1
+        #[arg(long, value_name = "URL")]
+        base_url: String,
+        /// Injection rule for secrets that do not set one [default: header:Authorization:Bearer {value}]
+        #[arg(long, value_name = "RULE")]
+        inject: Option<String>,
+    },
+    /// List the tenant's services and the built-in presets
+    List,
+    /// Remove one of the tenant's services
+    Rm { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiptsArgs {
+    #[command(subcommand)]
+    pub command: Option<ReceiptsCommand>,
+    /// Only this agent's receipts
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only this secret's receipts
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// Only receipts from this long ago until now, e.g. 1h or 7d
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    /// Only denials
+    #[arg(long)]
+    pub denied: bool,
+    /// At most this many (the newest)
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReceiptsCommand {
+    /// Check the hash chain of every receipt: reports an edited, removed or reordered record
+    Verify,
 }

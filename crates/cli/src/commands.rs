@@ -1,16 +1,16 @@
 //! One function per command: parse input into typed values, call the store, print.
 
 use crate::args::{
-    AgentCommand, Cli, Command, InitArgs, SecretAddArgs, SecretCommand, ServeArgs, TenantCommand,
-    TenantScoped, TokenCommand,
+    AgentCommand, Cli, Command, InitArgs, ReceiptsArgs, ReceiptsCommand, SecretAddArgs,
+    SecretCommand, ServeArgs, ServiceCommand, TenantCommand, TenantScoped, TokenCommand,
 };
 use crate::failure::Failure;
 use crate::input::{read_passphrase, read_value};
 use crate::output::{fields, json, opt_time, table};
 use sequester_model::{
-    AgentName, ErrorCode, HostPattern, InjectionRule, SecretMeta, SecretName, SecretState,
-    TenantId, TenantName, Timestamp, TokenId, TokenMeta, TokenState, VersionMeta, VersionState,
-    parse_duration,
+    AgentName, BaseUrl, ErrorCode, HostPattern, InjectionRule, SecretMeta, SecretName,
+    SecretState, ServiceName, TenantId, TenantName, Timestamp, TokenId, TokenMeta, TokenState,
+    VersionMeta, VersionState, parse_duration,
 };
 use sequester_store::{DataDir, KeyMode, NewSecret, SqliteStore, Store, StoreError};
 use serde::Serialize;
@@ -103,6 +103,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 async fn in_tenant(ctx: &Ctx, store: &SqliteStore, cmd: TenantScoped) -> Result<(), Failure> {
     let tenant = ctx.tenant_id(store).await?;
     match cmd {
+        TenantScoped::Service(cmd) => service(ctx, store, tenant, cmd).await,
+        TenantScoped::Receipts(args) => receipts(ctx, store, tenant, args).await,
         TenantScoped::Agent(cmd) => agent(ctx, store, tenant, cmd).await,
         TenantScoped::Secret(cmd) => secret(ctx, store, tenant, cmd).await,
         TenantScoped::Token(cmd) => token(ctx, store, tenant, cmd).await,
@@ -162,27 +164,49 @@ async fn rekey(ctx: &Ctx) -> Result<(), Failure> {
     Ok(())
 }
 
+fn load_config(ctx: &Ctx, args: &ServeArgs) -> Result<sequester_proxy::Config, Failure> {
+    let default_path = ctx.data.root().join("sequester.toml");
+    let mut config = match &args.config {
+        Some(path) => sequester_proxy::Config::load(path),
+        None if default_path.exists() => sequester_proxy::Config::load(&default_path),
+        None => Ok(sequester_proxy::Config::default()),
+    }
+    .map_err(|e| Failure::new(e.code(), e.to_string()))?;
+    if let Some(listen) = &args.listen {
+        config.listen = Some(listen.clone());
+    }
+    if let Some(ca) = &args.upstream_ca {
+        config.upstream_ca = Some(ca.clone());
+    }
+    Ok(config)
+}
+
 async fn serve(ctx: &Ctx, args: &ServeArgs, store: SqliteStore) -> Result<(), Failure> {
-    let addr: std::net::SocketAddr = args.listen.parse().map_err(|_| {
+    let result = serve_with(ctx, args, &store).await;
+    store.close().await;
+    result
+}
+
+async fn serve_with(ctx: &Ctx, args: &ServeArgs, store: &SqliteStore) -> Result<(), Failure> {
+    let config = load_config(ctx, args)?;
+    let listen = config.listen.clone().unwrap_or_else(|| "127.0.0.1:8787".to_owned());
+    let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
         Failure::new(
-            ErrorCode::InvalidValue,
-            format!(
-                "--listen {:?} is not an address; use IP:PORT such as 127.0.0.1:8787",
-                args.listen
-            ),
+            ErrorCode::InvalidConfig,
+            format!("listen address {listen:?} is not IP:PORT, such as 127.0.0.1:8787"),
         )
     })?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Failure::new(ErrorCode::Io, format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(|e| {
-        Failure::new(
-            ErrorCode::Io,
-            format!("cannot read the listening address: {e}"),
-        )
+        Failure::new(ErrorCode::Io, format!("cannot read the listening address: {e}"))
     })?;
-    let store: Arc<SqliteStore> = Arc::new(store);
-    let plane = Arc::new(sequester_proxy::DataPlane::new(store.clone()));
+    let control: Arc<SqliteStore> = Arc::new(store.reopen().await?);
+    let audit: Arc<SqliteStore> = Arc::new(store.reopen().await?);
+    let (plane, background) = sequester_proxy::DataPlane::start(control.clone(), audit.clone(), config)
+        .await
+        .map_err(|e| Failure::new(e.code(), e.to_string()))?;
     tracing::info!(listen = %local, data_dir = %ctx.data.root().display(), "sequester ready");
     if ctx.json {
         println!(
@@ -191,14 +215,15 @@ async fn serve(ctx: &Ctx, args: &ServeArgs, store: SqliteStore) -> Result<(), Fa
         );
     } else {
         println!(
-            "sequester ready: listening on http://{local} (data dir {})",
+            "sequester ready: gateway on http://{local} (data dir {})",
             ctx.data.root().display()
         );
     }
-    sequester_proxy::serve(listener, plane, shutdown_signal())
-        .await
-        .map_err(|e| Failure::new(ErrorCode::Io, format!("server failed: {e}")))?;
-    store.close().await;
+    let served = sequester_proxy::serve(listener, plane, shutdown_signal()).await;
+    background.shutdown().await;
+    control.close().await;
+    audit.close().await;
+    served.map_err(|e| Failure::new(ErrorCode::Io, format!("server failed: {e}")))?;
     tracing::info!("sequester stopped");
     Ok(())
 }
@@ -677,6 +702,177 @@ async fn token(
                 );
             }
         }
+    }
+    Ok(())
+}
+
+async fn service(
+    ctx: &Ctx,
+    store: &SqliteStore,
+    tenant: TenantId,
+    cmd: ServiceCommand,
+) -> Result<(), Failure> {
+    match cmd {
+        ServiceCommand::Add {
+            name,
+            base_url,
+            inject,
+        } => {
+            let name = ServiceName::parse(&name)?;
+            let base_url = BaseUrl::parse(&base_url)?;
+            let inject = inject.as_deref().map(InjectionRule::parse).transpose()?;
+            let s = store
+                .add_service(&tenant, &name, &base_url, inject.as_ref(), ctx.now)
+                .await?;
+            if ctx.json {
+                json(&s);
+            } else {
+                println!("Added service {}: /{}/… goes to {}", s.name, s.name, s.base_url);
+            }
+        }
+        ServiceCommand::List => {
+            #[derive(Serialize)]
+            struct View {
+                name: String,
+                base_url: String,
+                inject: String,
+                source: &'static str,
+            }
+            let mut views: Vec<View> = store
+                .list_services(&tenant)
+                .await?
+                .into_iter()
+                .map(|s| View {
+                    name: s.name.to_string(),
+                    base_url: s.base_url.to_string(),
+                    inject: s.injection.unwrap_or_default().to_string(),
+                    source: "tenant",
+                })
+                .collect();
+            for p in sequester_proxy::services::presets() {
+                if !views.iter().any(|v| v.name == p.name.as_str()) {
+                    views.push(View {
+                        name: p.name.to_string(),
+                        base_url: p.base_url.to_string(),
+                        inject: p.inject.to_string(),
+                        source: "preset",
+                    });
+                }
+            }
+            if ctx.json {
+                json(&views);
+            } else {
+                let rows = views
+                    .iter()
+                    .map(|v| vec![v.name.clone(), v.base_url.clone(), v.inject.clone(), v.source.to_owned()])
+                    .collect::<Vec<_>>();
+                table(&["NAME", "BASE URL", "INJECT", "SOURCE"], &rows);
+            }
+        }
+        ServiceCommand::Rm { name } => {
+            let name = ServiceName::parse(&name)?;
+            store.remove_service(&tenant, &name).await?;
+            if ctx.json {
+                json(&serde_json::json!({ "removed": name }));
+            } else {
+                println!("Removed service {name}.");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn receipts(
+    ctx: &Ctx,
+    store: &SqliteStore,
+    tenant: TenantId,
+    args: ReceiptsArgs,
+) -> Result<(), Failure> {
+    if let Some(ReceiptsCommand::Verify) = args.command {
+        return match sequester_audit::verify(store).await {
+            Ok(report) => {
+                if ctx.json {
+                    json(&serde_json::json!({"ok": true, "records": report.records, "head": report.head_seq}));
+                } else {
+                    println!("Receipt chain intact: {} records.", report.records);
+                }
+                Ok(())
+            }
+            Err(sequester_audit::VerifyError::Store(e)) => Err(e.into()),
+            Err(e) => Err(Failure::new(ErrorCode::IntegrityFailure, format!("{e}; the audit log was tampered with or damaged"))),
+        };
+    }
+    let agent = args.agent.as_deref().map(AgentName::parse).transpose()?;
+    let secret = args.secret.as_deref().map(SecretName::parse).transpose()?;
+    let since_ms = args
+        .since
+        .as_deref()
+        .map(parse_duration)
+        .transpose()?
+        .map(|d| ctx.now.unix().saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)) * 1000);
+    let rows = store
+        .list_receipts(&sequester_store::ReceiptFilter {
+            tenant: Some(tenant),
+            agent: agent.map(|a| a.to_string()),
+            secret: secret.map(|s| s.to_string()),
+            since_ms,
+            denied_only: args.denied,
+            // Intents and completions come in pairs.
+            limit: Some(args.limit.saturating_mul(2)),
+        })
+        .await?;
+    // One line per request: the completion (or denial) replaces its intent.
+    let mut merged: Vec<(i64, sequester_audit::Receipt)> = Vec::new();
+    for row in rows {
+        let body: sequester_audit::Receipt = match serde_json::from_str(&row.receipt.body) {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(Failure::new(
+                    ErrorCode::IntegrityFailure,
+                    format!("receipt {} cannot be read ({e}); run `sequester receipts verify`", row.seq),
+                ));
+            }
+        };
+        match merged.iter_mut().find(|(_, r)| r.request_id == body.request_id) {
+            Some(slot) => *slot = (row.seq, body),
+            None => merged.push((row.seq, body)),
+        }
+    }
+    let skip = merged.len().saturating_sub(usize::try_from(args.limit).unwrap_or(usize::MAX));
+    let merged = &merged[skip..];
+    if ctx.json {
+        #[derive(Serialize)]
+        struct View<'a> {
+            seq: i64,
+            #[serde(flatten)]
+            receipt: &'a sequester_audit::Receipt,
+        }
+        json(&merged.iter().map(|(seq, receipt)| View { seq: *seq, receipt }).collect::<Vec<_>>());
+    } else {
+        let rows = merged
+            .iter()
+            .map(|(_, r)| {
+                let at = Timestamp::from_unix(r.at_ms / 1000).rfc3339();
+                vec![
+                    at,
+                    r.agent.clone().unwrap_or_else(|| "-".into()),
+                    match (&r.secret, r.secret_version) {
+                        (Some(s), Some(v)) => format!("{s}@{v}"),
+                        (Some(s), None) => s.clone(),
+                        _ => "-".into(),
+                    },
+                    format!("{} {}{}", r.method, r.service.as_deref().map(|s| format!("/{s}")).unwrap_or_default(), if r.service.is_some() { String::new() } else { r.path.clone() }),
+                    match r.kind {
+                        sequester_audit::Kind::Intent => "in-flight".to_owned(),
+                        _ if r.decision == sequester_audit::Decision::Deny => format!("denied {}", r.code.as_deref().unwrap_or("")),
+                        _ => r.code.clone().unwrap_or_else(|| "ok".into()),
+                    },
+                    r.status.map_or_else(|| "-".into(), |s| s.to_string()),
+                    r.total_ms.map_or_else(|| "-".into(), |ms| format!("{ms}ms")),
+                ]
+            })
+            .collect::<Vec<_>>();
+        table(&["TIME", "AGENT", "SECRET", "REQUEST", "OUTCOME", "STATUS", "TOTAL"], &rows);
     }
     Ok(())
 }

@@ -29,13 +29,20 @@ impl Failure {
             | C::InvalidValue
             | C::EmptyValue
             | C::ValueTooLarge
-            | C::InvalidTokenId => 2,
+            | C::InvalidTokenId
+            | C::InvalidBaseUrl
+            | C::InvalidConfig => 2,
             C::NotInitialized
             | C::TenantNotFound
             | C::AgentNotFound
             | C::SecretNotFound
-            | C::TokenNotFound => 3,
-            C::AlreadyInitialized | C::TenantExists | C::AgentExists | C::SecretExists => 4,
+            | C::TokenNotFound
+            | C::ServiceNotFound => 3,
+            C::AlreadyInitialized
+            | C::TenantExists
+            | C::AgentExists
+            | C::SecretExists
+            | C::ServiceExists => 4,
             C::KeyFileMissing
             | C::KeyFileInsecure
             | C::WrongMasterKey
@@ -72,5 +79,6 @@ from_parse_error!(
     sequester_model::ParseNameError,
     sequester_model::ParseHostError,
     sequester_model::ParseInjectionError,
-    sequester_model::ParseDurationError
+    sequester_model::ParseDurationError,
+    sequester_model::ParseUrlError
 );

@@ -86,6 +86,12 @@ impl Snapshot {
         self.tokens.len()
     }
 
+    /// The tenant a token belongs to, before any decision: routing needs it to find the
+    /// tenant's own services.
+    pub fn token_tenant(&self, hash: &TokenHash) -> Option<&TenantId> {
+        self.tokens.get(hash).map(|t| &t.tenant_id)
+    }
+
     pub(crate) fn token(&self, hash: &TokenHash) -> Option<(&TokenHash, &TokenMeta)> {
         self.tokens.get_key_value(hash)
     }

@@ -1,21 +1,46 @@
 //! Sequester's data plane.
 //!
-//! Today it serves the operational endpoints of a running broker: `/healthz` (the process is
-//! up) and `/readyz` (the store answers). The reverse gateway and the forward proxy grow here,
-//! layered as listener → routing → injection → upstream.
+//! The reverse gateway: an agent's SDK points its `base_url` at `http://broker/{service}/…`
+//! and uses an opaque token as its API key. For each request, in this order: route by the
+//! first path segment → identify the token (wherever the SDK put it) → `decide` against the
+//! in-memory snapshot → make the intent receipt durable → inject the real value by the
+//! secret's injection rule → forward over pooled TLS → stream the response back, scrubbing the
+//! value out of it → write the completion receipt. Also `/healthz`, `/readyz`, `/metrics`.
 //!
-//! Invariants: nothing in this crate logs or returns a secret value or a token; every error
-//! response is JSON `{"error":{"code":…,"message":…}}` with a stable code, and the status code
-//! is chosen in one place ([`respond`]).
+//! Invariants:
+//! - A token is never forwarded; a value is only ever sent to its secret's allowed hosts.
+//! - No value is injected before its intent receipt is durable (fail closed:
+//!   `audit_unavailable`).
+//! - Nothing here logs or returns a value or a token; logs carry token ids.
+//! - Error bodies are JSON with a stable code; statuses are chosen only in `respond`.
+//! - No panics reachable from the network.
 
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+mod body;
+pub mod config;
+mod gateway;
+mod identify;
+mod inject;
+mod live;
+mod metrics;
+mod respond;
+mod route;
+mod scrub;
+pub mod services;
+mod upstream;
+
+pub use config::{Config, ConfigError};
+
+use body::ProxyBody;
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use live::LiveSnapshot;
+use metrics::Metrics;
+use sequester_audit::AuditWriter;
+use sequester_model::ErrorCode;
 use sequester_store::Store;
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,56 +51,98 @@ use tokio::net::TcpListener;
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Largest request header block accepted (bytes); larger ones get 431.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// Shared state of a running data plane.
 pub struct DataPlane {
     store: Arc<dyn Store>,
+    live: Arc<LiveSnapshot>,
+    config: Arc<Config>,
+    audit: AuditWriter,
+    client: upstream::UpstreamClient,
+    metrics: Arc<Metrics>,
 }
 
-impl DataPlane {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
-    }
+/// The data plane's background tasks; stop them with [`Background::shutdown`].
+pub struct Background {
+    reloader: tokio::task::JoinHandle<()>,
+    audit: tokio::task::JoinHandle<()>,
+}
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        match (req.method(), req.uri().path()) {
-            (&Method::GET | &Method::HEAD, "/healthz") => {
-                respond(StatusCode::OK, &serde_json::json!({"status": "ok"}))
-            }
-            (&Method::GET | &Method::HEAD, "/readyz") => match self.store.change_counter().await {
-                Ok(_) => respond(StatusCode::OK, &serde_json::json!({"status": "ready"})),
-                Err(e) => {
-                    tracing::warn!(code = %e.code(), error = %e, "store not ready");
-                    error_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        e.code().as_str(),
-                        "the store does not answer",
-                    )
-                }
-            },
-            _ => error_response(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint on this broker",
-            ),
+impl Background {
+    /// Stops reloading and waits for queued receipts to be written. Call after [`serve`]
+    /// returns and the data plane is dropped.
+    pub async fn shutdown(self) {
+        self.reloader.abort();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.audit).await.is_err() {
+            tracing::error!("receipts still queued at shutdown were not all written");
         }
     }
 }
 
-fn respond(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
+impl DataPlane {
+    /// Builds the data plane: loads the first snapshot, starts the snapshot reloader and the
+    /// audit writer (on `audit_store`, a connection of its own).
+    pub async fn start(
+        store: Arc<dyn Store>,
+        audit_store: Arc<dyn Store>,
+        config: Config,
+    ) -> Result<(Arc<Self>, Background), ConfigError> {
+        let client = upstream::build(config.upstream_ca.as_deref(), &config.timeouts)?;
+        let metrics = Arc::new(Metrics::default());
+        let live = Arc::new(LiveSnapshot::new(sequester_policy::Snapshot::empty()));
+        live.reload(store.as_ref(), &metrics).await;
+        let reloader = live::spawn_reloader(Arc::clone(&store), Arc::clone(&live), Arc::clone(&metrics));
+        let (audit, audit_task) = AuditWriter::start(audit_store);
+        let plane = Arc::new(Self {
+            store,
+            live,
+            config: Arc::new(config),
+            audit,
+            client,
+            metrics,
+        });
+        Ok((
+            plane,
+            Background {
+                reloader,
+                audit: audit_task,
+            },
+        ))
+    }
 
-fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    respond(
-        status,
-        &serde_json::json!({"error": {"code": code, "message": message}}),
-    )
+    async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET | &Method::HEAD, "/healthz") => {
+                respond::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+            }
+            (&Method::GET | &Method::HEAD, "/readyz") => {
+                let snapshot_loaded = self.live.load().counter() >= 0;
+                match self.store.change_counter().await {
+                    Ok(_) if snapshot_loaded => {
+                        respond::json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
+                    }
+                    Ok(_) => respond::error(ErrorCode::StorageUnavailable, "the policy snapshot is not loaded", &gateway::request_id()),
+                    Err(e) => {
+                        tracing::warn!(code = %e.code(), error = %e, "store not ready");
+                        respond::error(ErrorCode::StorageUnavailable, "the store does not answer", &gateway::request_id())
+                    }
+                }
+            }
+            (&Method::GET, "/metrics") => {
+                let snapshot = self.live.load();
+                let text = self.metrics.render(self.live.age(), snapshot.counter());
+                let mut r = Response::new(body::full(text));
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }
+            _ => self.gateway(req).await,
+        }
+    }
 }
 
 /// Serves connections from `listener` until `shutdown` resolves, then lets in-flight requests
@@ -85,7 +152,13 @@ pub async fn serve(
     plane: Arc<DataPlane>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(MAX_HEADER_BYTES)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder.http2().max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -100,6 +173,7 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let _ = stream.set_nodelay(true);
                 let plane = Arc::clone(&plane);
                 let service = service_fn(move |req| {
                     let plane = Arc::clone(&plane);

@@ -4,7 +4,11 @@
 //!   with stdin piped (never a terminal) and a clean environment;
 //! - [`Broker`]: a `sequester serve` child on an ephemeral port, stopped by PID on drop;
 //! - [`encodings`] / [`find_in_files`]: the canary search used to prove that a value never
-//!   reaches disk, logs or output.
+//!   reaches disk, logs or output;
+//! - [`TestCa`] ([`tls`]): a throwaway certificate authority issuing leaves and rustls
+//!   configurations on the `ring` provider;
+//! - [`Upstream`] ([`upstream`]): a recording HTTPS (or plain HTTP) server on a loopback
+//!   ephemeral port with OpenAI-compatible, echo, streaming and leak routes.
 //!
 //! Everything here panics on unexpected failure: it only runs inside tests.
 
@@ -14,6 +18,12 @@
     clippy::panic,
     reason = "test support: a failed expectation is a failed test"
 )]
+
+pub mod tls;
+pub mod upstream;
+
+pub use tls::TestCa;
+pub use upstream::{Recorded, Upstream};
 
 use base64::Engine as _;
 use std::collections::BTreeMap;
