@@ -687,9 +687,9 @@ fn serve_reports_ready_answers_health_and_stops_on_sigterm() {
     };
     assert_eq!(get("/healthz"), "{\"status\":\"ok\"}\n200");
     assert_eq!(get("/readyz"), "{\"status\":\"ready\"}\n200");
-    let missing = get("/nope");
+    let missing = get("/nope/x");
     assert!(
-        missing.ends_with("404") && missing.contains("\"code\":\"not_found\""),
+        missing.ends_with("401") && missing.contains("\"code\":\"unknown_token\""),
         "{missing}"
     );
 
