@@ -861,7 +861,7 @@ async fn receipts(
                         (Some(s), None) => s.clone(),
                         _ => "-".into(),
                     },
-                    format!("{} {}{}", r.method, r.service.as_deref().map(|s| format!("/{s}")).unwrap_or_default(), if r.service.is_some() { String::new() } else { r.path.clone() }),
+                    format!("{} {}", r.method, r.path),
                     match r.kind {
                         sequester_audit::Kind::Intent => "in-flight".to_owned(),
                         _ if r.decision == sequester_audit::Decision::Deny => format!("denied {}", r.code.as_deref().unwrap_or("")),
