@@ -1152,7 +1152,8 @@ impl Store for SqliteStore {
     async fn list_receipts(&self, filter: &ReceiptFilter) -> Result<Vec<ReceiptRow>, StoreError> {
         let mut sql = format!("SELECT {RECEIPT_COLUMNS} FROM receipts WHERE 1 = 1");
         if filter.tenant.is_some() {
-            sql.push_str(" AND tenant_id = ?");
+            // Denials that could not be tied to a tenant (unknown tokens) are shown too.
+            sql.push_str(" AND (tenant_id = ? OR tenant_id = '')");
         }
         if filter.agent.is_some() {
             sql.push_str(" AND agent = ?");

@@ -96,6 +96,7 @@ pub struct ReceiptRow {
 /// Which receipts to list.
 #[derive(Debug, Clone, Default)]
 pub struct ReceiptFilter {
+    /// This tenant's receipts, plus denials that no tenant could be tied to.
     pub tenant: Option<TenantId>,
     pub agent: Option<String>,
     pub secret: Option<String>,
