@@ -8,9 +8,9 @@ use crate::failure::Failure;
 use crate::input::{read_passphrase, read_value};
 use crate::output::{fields, json, opt_time, table};
 use sequester_model::{
-    AgentName, BaseUrl, ErrorCode, HostPattern, InjectionRule, SecretMeta, SecretName,
-    SecretState, ServiceName, TenantId, TenantName, Timestamp, TokenId, TokenMeta, TokenState,
-    VersionMeta, VersionState, parse_duration,
+    AgentName, BaseUrl, ErrorCode, HostPattern, InjectionRule, SecretMeta, SecretName, SecretState,
+    ServiceName, TenantId, TenantName, Timestamp, TokenId, TokenMeta, TokenState, VersionMeta,
+    VersionState, parse_duration,
 };
 use sequester_store::{DataDir, KeyMode, NewSecret, SqliteStore, Store, StoreError};
 use serde::Serialize;
@@ -189,7 +189,10 @@ async fn serve(ctx: &Ctx, args: &ServeArgs, store: SqliteStore) -> Result<(), Fa
 
 async fn serve_with(ctx: &Ctx, args: &ServeArgs, store: &SqliteStore) -> Result<(), Failure> {
     let config = load_config(ctx, args)?;
-    let listen = config.listen.clone().unwrap_or_else(|| "127.0.0.1:8787".to_owned());
+    let listen = config
+        .listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:8787".to_owned());
     let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
         Failure::new(
             ErrorCode::InvalidConfig,
@@ -200,13 +203,17 @@ async fn serve_with(ctx: &Ctx, args: &ServeArgs, store: &SqliteStore) -> Result<
         .await
         .map_err(|e| Failure::new(ErrorCode::Io, format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(|e| {
-        Failure::new(ErrorCode::Io, format!("cannot read the listening address: {e}"))
+        Failure::new(
+            ErrorCode::Io,
+            format!("cannot read the listening address: {e}"),
+        )
     })?;
     let control: Arc<SqliteStore> = Arc::new(store.reopen().await?);
     let audit: Arc<SqliteStore> = Arc::new(store.reopen().await?);
-    let (plane, background) = sequester_proxy::DataPlane::start(control.clone(), audit.clone(), config)
-        .await
-        .map_err(|e| Failure::new(e.code(), e.to_string()))?;
+    let (plane, background) =
+        sequester_proxy::DataPlane::start(control.clone(), audit.clone(), config)
+            .await
+            .map_err(|e| Failure::new(e.code(), e.to_string()))?;
     tracing::info!(listen = %local, data_dir = %ctx.data.root().display(), "sequester ready");
     if ctx.json {
         println!(
@@ -727,7 +734,10 @@ async fn service(
             if ctx.json {
                 json(&s);
             } else {
-                println!("Added service {}: /{}/… goes to {}", s.name, s.name, s.base_url);
+                println!(
+                    "Added service {}: /{}/… goes to {}",
+                    s.name, s.name, s.base_url
+                );
             }
         }
         ServiceCommand::List => {
@@ -764,7 +774,14 @@ async fn service(
             } else {
                 let rows = views
                     .iter()
-                    .map(|v| vec![v.name.clone(), v.base_url.clone(), v.inject.clone(), v.source.to_owned()])
+                    .map(|v| {
+                        vec![
+                            v.name.clone(),
+                            v.base_url.clone(),
+                            v.inject.clone(),
+                            v.source.to_owned(),
+                        ]
+                    })
                     .collect::<Vec<_>>();
                 table(&["NAME", "BASE URL", "INJECT", "SOURCE"], &rows);
             }
@@ -792,14 +809,19 @@ async fn receipts(
         return match sequester_audit::verify(store).await {
             Ok(report) => {
                 if ctx.json {
-                    json(&serde_json::json!({"ok": true, "records": report.records, "head": report.head_seq}));
+                    json(
+                        &serde_json::json!({"ok": true, "records": report.records, "head": report.head_seq}),
+                    );
                 } else {
                     println!("Receipt chain intact: {} records.", report.records);
                 }
                 Ok(())
             }
             Err(sequester_audit::VerifyError::Store(e)) => Err(e.into()),
-            Err(e) => Err(Failure::new(ErrorCode::IntegrityFailure, format!("{e}; the audit log was tampered with or damaged"))),
+            Err(e) => Err(Failure::new(
+                ErrorCode::IntegrityFailure,
+                format!("{e}; the audit log was tampered with or damaged"),
+            )),
         };
     }
     let agent = args.agent.as_deref().map(AgentName::parse).transpose()?;
@@ -809,7 +831,12 @@ async fn receipts(
         .as_deref()
         .map(parse_duration)
         .transpose()?
-        .map(|d| ctx.now.unix().saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)) * 1000);
+        .map(|d| {
+            ctx.now
+                .unix()
+                .saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                * 1000
+        });
     let rows = store
         .list_receipts(&sequester_store::ReceiptFilter {
             tenant: Some(tenant),
@@ -829,16 +856,24 @@ async fn receipts(
             Err(e) => {
                 return Err(Failure::new(
                     ErrorCode::IntegrityFailure,
-                    format!("receipt {} cannot be read ({e}); run `sequester receipts verify`", row.seq),
+                    format!(
+                        "receipt {} cannot be read ({e}); run `sequester receipts verify`",
+                        row.seq
+                    ),
                 ));
             }
         };
-        match merged.iter_mut().find(|(_, r)| r.request_id == body.request_id) {
+        match merged
+            .iter_mut()
+            .find(|(_, r)| r.request_id == body.request_id)
+        {
             Some(slot) => *slot = (row.seq, body),
             None => merged.push((row.seq, body)),
         }
     }
-    let skip = merged.len().saturating_sub(usize::try_from(args.limit).unwrap_or(usize::MAX));
+    let skip = merged
+        .len()
+        .saturating_sub(usize::try_from(args.limit).unwrap_or(usize::MAX));
     let merged = &merged[skip..];
     if ctx.json {
         #[derive(Serialize)]
@@ -847,7 +882,12 @@ async fn receipts(
             #[serde(flatten)]
             receipt: &'a sequester_audit::Receipt,
         }
-        json(&merged.iter().map(|(seq, receipt)| View { seq: *seq, receipt }).collect::<Vec<_>>());
+        json(
+            &merged
+                .iter()
+                .map(|(seq, receipt)| View { seq: *seq, receipt })
+                .collect::<Vec<_>>(),
+        );
     } else {
         let rows = merged
             .iter()
@@ -864,15 +904,23 @@ async fn receipts(
                     format!("{} {}", r.method, r.path),
                     match r.kind {
                         sequester_audit::Kind::Intent => "in-flight".to_owned(),
-                        _ if r.decision == sequester_audit::Decision::Deny => format!("denied {}", r.code.as_deref().unwrap_or("")),
+                        _ if r.decision == sequester_audit::Decision::Deny => {
+                            format!("denied {}", r.code.as_deref().unwrap_or(""))
+                        }
                         _ => r.code.clone().unwrap_or_else(|| "ok".into()),
                     },
                     r.status.map_or_else(|| "-".into(), |s| s.to_string()),
-                    r.total_ms.map_or_else(|| "-".into(), |ms| format!("{ms}ms")),
+                    r.total_ms
+                        .map_or_else(|| "-".into(), |ms| format!("{ms}ms")),
                 ]
             })
             .collect::<Vec<_>>();
-        table(&["TIME", "AGENT", "SECRET", "REQUEST", "OUTCOME", "STATUS", "TOTAL"], &rows);
+        table(
+            &[
+                "TIME", "AGENT", "SECRET", "REQUEST", "OUTCOME", "STATUS", "TOTAL",
+            ],
+            &rows,
+        );
     }
     Ok(())
 }

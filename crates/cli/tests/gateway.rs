@@ -1,9 +1,16 @@
 //! End-to-end tests of the reverse gateway with real clients (curl, reqwest, the OpenAI
 //! Python SDK) against a recording HTTPS upstream with its own CA.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
 
-use sequester_testkit::{Broker, Cli, Recorded, TestCa, Upstream, encodings, find_in, find_in_files, wait_for};
+use sequester_testkit::{
+    Broker, Cli, Recorded, TestCa, Upstream, encodings, find_in, find_in_files, wait_for,
+};
 use std::io::{Read as _, Write as _};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -12,7 +19,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_sequester");
 
 fn canary(tag: &str) -> String {
     let r: [u8; 8] = sequester_crypto::random_bytes();
-    format!("sk-live-{tag}-{}", r.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!(
+        "sk-live-{tag}-{}",
+        r.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }
 
 /// A data directory with a service `up` pointing at a recording HTTPS upstream, a secret `S`
@@ -38,20 +48,42 @@ impl Env {
         let ca = TestCa::new();
         let upstream = Upstream::start(&ca);
         let ca_path = ca.write_pem(cli.scratch());
-        cli.ok(&["service", "add", "up", "--base-url", &upstream.base_url()], None);
+        cli.ok(
+            &["service", "add", "up", "--base-url", &upstream.base_url()],
+            None,
+        );
         let value = canary("gw");
-        cli.ok(&["secret", "add", "S", "--host", "127.0.0.1"], Some(value.as_bytes()));
+        cli.ok(
+            &["secret", "add", "S", "--host", "127.0.0.1"],
+            Some(value.as_bytes()),
+        );
         cli.ok(&["agent", "add", "bot"], None);
-        let token = cli.ok(&["token", "issue", "--agent", "bot", "--secret", "S"], None).trim().to_owned();
+        let token = cli
+            .ok(&["token", "issue", "--agent", "bot", "--secret", "S"], None)
+            .trim()
+            .to_owned();
         let config_path = cli.scratch().join("sequester.toml");
-        let mut args = vec!["--upstream-ca".to_owned(), ca_path.to_str().unwrap().to_owned()];
+        let mut args = vec![
+            "--upstream-ca".to_owned(),
+            ca_path.to_str().unwrap().to_owned(),
+        ];
         if let Some(text) = config {
             std::fs::write(&config_path, text).unwrap();
-            args.extend(["--config".to_owned(), config_path.to_str().unwrap().to_owned()]);
+            args.extend([
+                "--config".to_owned(),
+                config_path.to_str().unwrap().to_owned(),
+            ]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let broker = Broker::start(&cli, &args);
-        Self { cli, upstream, broker, token, value, _ca: ca }
+        Self {
+            cli,
+            upstream,
+            broker,
+            token,
+            value,
+            _ca: ca,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -89,15 +121,29 @@ impl Env {
         let mut args = vec!["token", "issue", "--agent", agent, "--secret", secret];
         args.extend_from_slice(extra);
         let v = self.cli.json(&args, None);
-        (v["token"].as_str().unwrap().to_owned(), v["id"].as_str().unwrap().to_owned())
+        (
+            v["token"].as_str().unwrap().to_owned(),
+            v["id"].as_str().unwrap().to_owned(),
+        )
     }
 
     /// Asserts nothing the upstream received carries the token, and returns what it got.
     fn upstream_never_saw_tokens(&self) -> Vec<Recorded> {
         let reqs = self.upstream.requests();
         for r in &reqs {
-            let all = format!("{} {:?} {}", r.path, r.headers.iter().map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v))).collect::<Vec<_>>(), String::from_utf8_lossy(&r.body));
-            assert!(!all.contains("sqt_"), "the upstream received a token: {all}");
+            let all = format!(
+                "{} {:?} {}",
+                r.path,
+                r.headers
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v)))
+                    .collect::<Vec<_>>(),
+                String::from_utf8_lossy(&r.body)
+            );
+            assert!(
+                !all.contains("sqt_"),
+                "the upstream received a token: {all}"
+            );
         }
         reqs
     }
@@ -112,14 +158,32 @@ impl Env {
 #[test]
 fn curl_gets_the_real_key_injected_and_never_sees_it() {
     let env = Env::start();
-    let (status, text) = env.curl(&["-H", &env.bearer(), "-X", "POST", "-H", "content-type: application/json", "-d", "{\"model\":\"m\",\"messages\":[]}"], "/up/v1/chat/completions");
+    let (status, text) = env.curl(
+        &[
+            "-H",
+            &env.bearer(),
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            "{\"model\":\"m\",\"messages\":[]}",
+        ],
+        "/up/v1/chat/completions",
+    );
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("Hello from the test upstream"), "{text}");
-    assert!(text.to_ascii_lowercase().contains("x-sequester-request-id"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("x-sequester-request-id"),
+        "{text}"
+    );
     let reqs = env.upstream_never_saw_tokens();
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].path, "/v1/chat/completions");
-    assert_eq!(reqs[0].header_str("authorization"), Some(format!("Bearer {}", env.value).as_str()));
+    assert_eq!(
+        reqs[0].header_str("authorization"),
+        Some(format!("Bearer {}", env.value).as_str())
+    );
     assert!(!text.contains(&env.value));
 }
 
@@ -128,9 +192,21 @@ fn the_token_is_found_wherever_sdks_put_the_key() {
     let env = Env::start();
     let basic = base64_encode(&format!("x:{}", env.token));
     for (args, path) in [
-        (vec!["-H".to_owned(), format!("x-api-key: {}", env.token)], "/up/echo/a".to_owned()),
-        (vec!["-H".to_owned(), format!("Authorization: token {}", env.token)], "/up/echo/b".to_owned()),
-        (vec!["-H".to_owned(), format!("Authorization: Basic {basic}")], "/up/echo/c".to_owned()),
+        (
+            vec!["-H".to_owned(), format!("x-api-key: {}", env.token)],
+            "/up/echo/a".to_owned(),
+        ),
+        (
+            vec![
+                "-H".to_owned(),
+                format!("Authorization: token {}", env.token),
+            ],
+            "/up/echo/b".to_owned(),
+        ),
+        (
+            vec!["-H".to_owned(), format!("Authorization: Basic {basic}")],
+            "/up/echo/c".to_owned(),
+        ),
         (vec![], format!("/up/echo/d?key={}&q=1", env.token)),
     ] {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -140,7 +216,12 @@ fn the_token_is_found_wherever_sdks_put_the_key() {
     let reqs = env.upstream_never_saw_tokens();
     assert_eq!(reqs.len(), 4);
     for r in &reqs {
-        assert_eq!(r.header_str("authorization"), Some(format!("Bearer {}", env.value).as_str()), "{}", r.path);
+        assert_eq!(
+            r.header_str("authorization"),
+            Some(format!("Bearer {}", env.value).as_str()),
+            "{}",
+            r.path
+        );
         assert!(r.header("x-api-key").is_none());
     }
     assert_eq!(reqs[3].path, "/echo/d?q=1");
@@ -170,7 +251,10 @@ async fn reqwest_streams_sse_chunk_by_chunk() {
     assert_eq!(resp.status(), 200);
     let first = resp.chunk().await.unwrap().unwrap();
     let first_at = Instant::now();
-    assert!(String::from_utf8_lossy(&first).contains("event-0"), "{first:?}");
+    assert!(
+        String::from_utf8_lossy(&first).contains("event-0"),
+        "{first:?}"
+    );
     let mut rest = Vec::new();
     while let Some(c) = resp.chunk().await.unwrap() {
         rest.extend_from_slice(&c);
@@ -178,7 +262,10 @@ async fn reqwest_streams_sse_chunk_by_chunk() {
     assert!(String::from_utf8_lossy(&rest).contains("event-4"));
     let sent = env.upstream.sse_sent_at(0);
     assert_eq!(sent.len(), 5);
-    assert!(first_at < *sent.last().unwrap(), "the first event arrived only after the upstream sent the last one");
+    assert!(
+        first_at < *sent.last().unwrap(),
+        "the first event arrived only after the upstream sent the last one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,14 +273,32 @@ async fn large_bodies_stream_both_ways_with_flat_memory() {
     let env = tokio::task::spawn_blocking(Env::start).await.unwrap();
     let rss = |pid: u32| -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     };
     let client = http_client();
     // Warm up, then measure the high-water mark around 100 MB each way.
-    let _ = client.get(env.url("/up/bytes?n=1000")).bearer_auth(&env.token).send().await.unwrap().bytes().await.unwrap();
+    let _ = client
+        .get(env.url("/up/bytes?n=1000"))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     let before = rss(env.broker.pid());
     const N: u64 = 100 * 1024 * 1024;
-    let mut resp = client.get(env.url(&format!("/up/bytes?n={N}&chunk=65536"))).bearer_auth(&env.token).send().await.unwrap();
+    let mut resp = client
+        .get(env.url(&format!("/up/bytes?n={N}&chunk=65536")))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let mut got = 0u64;
     while let Some(c) = resp.chunk().await.unwrap() {
@@ -211,7 +316,11 @@ async fn large_bodies_stream_both_ways_with_flat_memory() {
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["received"], N);
     let after = rss(env.broker.pid());
-    assert!(after.saturating_sub(before) < 48 * 1024, "broker peak memory grew by {} KiB moving 200 MB", after - before);
+    assert!(
+        after.saturating_sub(before) < 48 * 1024,
+        "broker peak memory grew by {} KiB moving 200 MB",
+        after - before
+    );
 }
 
 /// `total` zero bytes in 64 KiB chunks, produced lazily.
@@ -239,7 +348,10 @@ fn every_form_of_an_echoed_key_is_scrubbed() {
         let (status, text) = env.curl(&["-H", &env.bearer()], &format!("/up/leak?form={form}"));
         assert_eq!(status, 200, "{form}: {text}");
         let hits = find_in([("response", text.as_bytes())], &encodings(&env.value));
-        assert!(hits.is_empty(), "{form}: the client saw the key: {hits:?}\n{text}");
+        assert!(
+            hits.is_empty(),
+            "{form}: the client saw the key: {hits:?}\n{text}"
+        );
         match form {
             "base64" => assert!(text.contains(&base64_encode(&env.token)), "{form}: {text}"),
             _ => assert!(text.contains(&env.token), "{form}: {text}"),
@@ -247,16 +359,40 @@ fn every_form_of_an_echoed_key_is_scrubbed() {
     }
     let logs = env.broker.logs();
     assert!(find_in([("logs", logs.as_slice())], &encodings(&env.value)).is_empty());
-    assert!(find_in([("logs", logs.as_slice())], &[env.token.as_bytes().to_vec()]).is_empty(), "a token was logged");
+    assert!(
+        find_in(
+            [("logs", logs.as_slice())],
+            &[env.token.as_bytes().to_vec()]
+        )
+        .is_empty(),
+        "a token was logged"
+    );
 }
 
 #[test]
 fn every_denial_has_its_code_and_the_upstream_receives_nothing() {
     let env = Env::start();
     let cli = &env.cli;
-    cli.ok(&["secret", "add", "OTHER", "--host", "api.example.com"], Some(b"other-value"));
-    cli.ok(&["secret", "add", "EXPIRING", "--host", "127.0.0.1", "--expires-in", "2s"], Some(b"expiring-value"));
-    cli.ok(&["secret", "add", "REVOKED", "--host", "127.0.0.1"], Some(b"revoked-value"));
+    cli.ok(
+        &["secret", "add", "OTHER", "--host", "api.example.com"],
+        Some(b"other-value"),
+    );
+    cli.ok(
+        &[
+            "secret",
+            "add",
+            "EXPIRING",
+            "--host",
+            "127.0.0.1",
+            "--expires-in",
+            "2s",
+        ],
+        Some(b"expiring-value"),
+    );
+    cli.ok(
+        &["secret", "add", "REVOKED", "--host", "127.0.0.1"],
+        Some(b"revoked-value"),
+    );
     cli.ok(&["agent", "add", "off"], None);
     let wrong_host = env.issue("bot", "OTHER", &[]);
     let expiring_secret = env.issue("bot", "EXPIRING", &[]);
@@ -284,20 +420,49 @@ fn every_denial_has_its_code_and_the_upstream_receives_nothing() {
     ];
     for (token, want_status, want_code) in cases {
         let (status, text) = wait_for(Duration::from_secs(3), want_code, || {
-            let (status, text) = env.curl(&["-H", &format!("Authorization: Bearer {token}")], "/up/echo");
+            let (status, text) = env.curl(
+                &["-H", &format!("Authorization: Bearer {token}")],
+                "/up/echo",
+            );
             (Env::error_code(&text).as_deref() == Some(want_code)).then_some((status, text))
         });
         assert_eq!(status, want_status, "{want_code}: {text}");
         assert!(text.contains("\"request_id\""), "{text}");
     }
     let (status, text) = env.curl(&[], "/up/echo");
-    assert_eq!((status, Env::error_code(&text).as_deref()), (401, Some("unknown_token")), "{text}");
+    assert_eq!(
+        (status, Env::error_code(&text).as_deref()),
+        (401, Some("unknown_token")),
+        "{text}"
+    );
     let (status, text) = env.curl(&["-H", &env.bearer()], "/nosuchservice/x");
-    assert_eq!((status, Env::error_code(&text).as_deref()), (404, Some("unknown_service")), "{text}");
-    assert_eq!(env.upstream.request_count(), 0, "the upstream was contacted: {:?}", env.upstream.requests());
+    assert_eq!(
+        (status, Env::error_code(&text).as_deref()),
+        (404, Some("unknown_service")),
+        "{text}"
+    );
+    assert_eq!(
+        env.upstream.request_count(),
+        0,
+        "the upstream was contacted: {:?}",
+        env.upstream.requests()
+    );
     let denied = cli.json(&["receipts", "--denied"], None);
-    let codes: Vec<&str> = denied.as_array().unwrap().iter().filter_map(|r| r["code"].as_str()).collect();
-    for code in ["token_revoked", "token_expired", "agent_disabled", "secret_revoked", "secret_expired", "host_not_allowed", "unknown_service"] {
+    let codes: Vec<&str> = denied
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["code"].as_str())
+        .collect();
+    for code in [
+        "token_revoked",
+        "token_expired",
+        "agent_disabled",
+        "secret_revoked",
+        "secret_expired",
+        "host_not_allowed",
+        "unknown_service",
+    ] {
         assert!(codes.contains(&code), "no {code} receipt in {codes:?}");
     }
 }
@@ -308,14 +473,28 @@ fn new_tokens_and_revocations_take_effect_within_a_second() {
     let (fresh, id) = env.issue_with_id("bot", "S", &[]);
     let issued_at = Instant::now();
     wait_for(Duration::from_secs(1), "the new token to work", || {
-        (env.curl(&["-H", &format!("Authorization: Bearer {fresh}")], "/up/echo").0 == 200).then_some(())
+        (env.curl(
+            &["-H", &format!("Authorization: Bearer {fresh}")],
+            "/up/echo",
+        )
+        .0 == 200)
+            .then_some(())
     });
     assert!(issued_at.elapsed() < Duration::from_secs(1));
     env.cli.ok(&["token", "revoke", &id], None);
     let revoked_at = Instant::now();
-    wait_for(Duration::from_secs(1), "the revocation to take effect", || {
-        (env.curl(&["-H", &format!("Authorization: Bearer {fresh}")], "/up/echo").0 == 401).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(1),
+        "the revocation to take effect",
+        || {
+            (env.curl(
+                &["-H", &format!("Authorization: Bearer {fresh}")],
+                "/up/echo",
+            )
+            .0 == 401)
+                .then_some(())
+        },
+    );
     assert!(revoked_at.elapsed() < Duration::from_secs(1));
 }
 
@@ -332,7 +511,12 @@ async fn rotation_under_load_never_fails_and_moves_to_the_new_value() {
             let client = http_client();
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let r = client.get(env.url("/up/echo/load")).bearer_auth(&env.token).send().await.unwrap();
+                let r = client
+                    .get(env.url("/up/echo/load"))
+                    .bearer_auth(&env.token)
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 200, "a request failed during rotation");
                 n += 1;
             }
@@ -342,7 +526,14 @@ async fn rotation_under_load_never_fails_and_moves_to_the_new_value() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cli_env = env.clone();
     let nv = new_value.clone();
-    tokio::task::spawn_blocking(move || cli_env.cli.ok(&["secret", "rotate", "S", "--grace", "2s"], Some(nv.as_bytes()))).await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        cli_env.cli.ok(
+            &["secret", "rotate", "S", "--grace", "2s"],
+            Some(nv.as_bytes()),
+        )
+    })
+    .await
+    .unwrap();
     let rotated_at = Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -351,19 +542,41 @@ async fn rotation_under_load_never_fails_and_moves_to_the_new_value() {
         total += l.await.unwrap();
     }
     assert!(total > 20, "only {total} requests ran");
-    let seen: Vec<String> = env.upstream.requests().iter().filter_map(|r| r.header_str("authorization").map(str::to_owned)).collect();
+    let seen: Vec<String> = env
+        .upstream
+        .requests()
+        .iter()
+        .filter_map(|r| r.header_str("authorization").map(str::to_owned))
+        .collect();
     let old = format!("Bearer {}", env.value);
     let new = format!("Bearer {new_value}");
-    assert!(seen.iter().all(|a| *a == old || *a == new), "the upstream saw an unexpected credential");
+    assert!(
+        seen.iter().all(|a| *a == old || *a == new),
+        "the upstream saw an unexpected credential"
+    );
     assert!(seen.contains(&new), "the new value was never used");
     // After the reload (well within the grace window), only the new value is injected.
     env.upstream.clear();
     let client = http_client();
     for _ in 0..5 {
-        assert_eq!(client.get(env.url("/up/echo/after")).bearer_auth(&env.token).send().await.unwrap().status(), 200);
+        assert_eq!(
+            client
+                .get(env.url("/up/echo/after"))
+                .bearer_auth(&env.token)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
     assert!(rotated_at.elapsed() > Duration::from_secs(1));
-    assert!(env.upstream.requests().iter().all(|r| r.header_str("authorization") == Some(new.as_str())));
+    assert!(
+        env.upstream
+            .requests()
+            .iter()
+            .all(|r| r.header_str("authorization") == Some(new.as_str()))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,7 +590,12 @@ async fn revocation_under_load_stops_requests_within_a_second() {
         loops.push(tokio::spawn(async move {
             let client = http_client();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let r = client.get(env.url("/up/echo/load")).bearer_auth(&env.token).send().await.unwrap();
+                let r = client
+                    .get(env.url("/up/echo/load"))
+                    .bearer_auth(&env.token)
+                    .send()
+                    .await
+                    .unwrap();
                 if r.status() == 200 {
                     successes.lock().unwrap().push(Instant::now());
                 }
@@ -385,30 +603,53 @@ async fn revocation_under_load_stops_requests_within_a_second() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let id = env.cli.json(&["token", "list"], None)[0]["id"].as_str().unwrap().to_owned();
+    let id = env.cli.json(&["token", "list"], None)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let cli_env = env.clone();
-    tokio::task::spawn_blocking(move || cli_env.cli.ok(&["token", "revoke", &id], None)).await.unwrap();
+    tokio::task::spawn_blocking(move || cli_env.cli.ok(&["token", "revoke", &id], None))
+        .await
+        .unwrap();
     let revoked_at = Instant::now();
     tokio::time::sleep(Duration::from_millis(1800)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for l in loops {
         l.await.unwrap();
     }
-    let late: Vec<Duration> = successes.lock().unwrap().iter().filter(|t| **t > revoked_at).map(|t| t.duration_since(revoked_at)).collect();
-    assert!(late.iter().all(|d| *d < Duration::from_secs(1)), "a request succeeded {late:?} after revocation");
+    let late: Vec<Duration> = successes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| **t > revoked_at)
+        .map(|t| t.duration_since(revoked_at))
+        .collect();
+    assert!(
+        late.iter().all(|d| *d < Duration::from_secs(1)),
+        "a request succeeded {late:?} after revocation"
+    );
 }
 
 #[test]
 fn receipts_are_complete_chained_and_free_of_values() {
     let env = Env::start();
     for i in 0..3 {
-        let (status, _) = env.curl(&["-H", &env.bearer(), "-H", "X-Run-Id: run-77"], &format!("/up/echo/{i}?key=x&q=1"));
+        let (status, _) = env.curl(
+            &["-H", &env.bearer(), "-H", "X-Run-Id: run-77"],
+            &format!("/up/echo/{i}?key=x&q=1"),
+        );
         assert_eq!(status, 200);
     }
     env.curl(&["-H", "Authorization: Bearer sqt_nope"], "/up/echo");
     let receipts = wait_for(Duration::from_secs(5), "completions", || {
         let r = env.cli.json(&["receipts"], None);
-        (r.as_array().unwrap().iter().filter(|x| x["kind"] == "completion").count() == 3).then_some(r)
+        (r.as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["kind"] == "completion")
+            .count()
+            == 3)
+            .then_some(r)
     });
     let list = receipts.as_array().unwrap();
     assert_eq!(list.len(), 4, "one line per request: {receipts}");
@@ -422,9 +663,16 @@ fn receipts_are_complete_chained_and_free_of_values() {
         assert_eq!(r["status"], 200);
         assert_eq!(r["decision"], "allow");
         assert_eq!(r["run_id"], "run-77");
-        assert!(r["path"].as_str().unwrap().contains("key=REDACTED&q=1"), "{r}");
+        assert!(
+            r["path"].as_str().unwrap().contains("key=REDACTED&q=1"),
+            "{r}"
+        );
         assert!(r["token_id"].as_str().unwrap().starts_with("tok_"));
-        assert!(r["upstream_ms"].is_u64() && r["total_ms"].is_u64() && r["bytes_out"].as_u64().unwrap() > 0);
+        assert!(
+            r["upstream_ms"].is_u64()
+                && r["total_ms"].is_u64()
+                && r["bytes_out"].as_u64().unwrap() > 0
+        );
     }
     let denial = list.iter().find(|r| r["kind"] == "denial").unwrap();
     assert_eq!(denial["code"], "unknown_token");
@@ -443,16 +691,32 @@ fn receipts_verify_detects_tampering_through_the_cli() {
         env.curl(&["-H", &env.bearer()], &format!("/up/echo/{i}"));
     }
     wait_for(Duration::from_secs(5), "receipts", || {
-        (env.cli.json(&["receipts"], None).as_array().unwrap().iter().filter(|x| x["kind"] == "completion").count() == 3).then_some(())
+        (env.cli
+            .json(&["receipts"], None)
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["kind"] == "completion")
+            .count()
+            == 3)
+            .then_some(())
     });
-    let Env { cli, mut broker, .. } = env;
-    Command::new("kill").args(["-TERM", &broker.pid().to_string()]).status().unwrap();
+    let Env {
+        cli, mut broker, ..
+    } = env;
+    Command::new("kill")
+        .args(["-TERM", &broker.pid().to_string()])
+        .status()
+        .unwrap();
     assert_eq!(broker.wait_exit(Duration::from_secs(15)), Some(0));
     let env_cli = cli;
     let db = env_cli.data_dir().join("sequester.db");
     assert_eq!(env_cli.json(&["receipts", "verify"], None)["records"], 6);
     for (what, sql) in [
-        ("edit", "UPDATE receipts SET body = replace(body, '\"GET\"', '\"PUT\"') WHERE seq = 2"),
+        (
+            "edit",
+            "UPDATE receipts SET body = replace(body, '\"GET\"', '\"PUT\"') WHERE seq = 2",
+        ),
         ("delete", "DELETE FROM receipts WHERE seq = 3"),
         ("delete the last", "DELETE FROM receipts WHERE seq = 6"),
     ] {
@@ -475,22 +739,53 @@ fn kill_9_under_load_leaves_an_intent_for_every_request_the_upstream_saw() {
         loops.push(std::thread::spawn(move || {
             let mut i = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = Command::new("curl").args(["-s", "-o", "/dev/null", "--max-time", "2", "-H", &bearer, &format!("{url}/up/echo/w{w}-{i}")]).status();
+                let _ = Command::new("curl")
+                    .args([
+                        "-s",
+                        "-o",
+                        "/dev/null",
+                        "--max-time",
+                        "2",
+                        "-H",
+                        &bearer,
+                        &format!("{url}/up/echo/w{w}-{i}"),
+                    ])
+                    .status();
                 i += 1;
             }
         }));
     }
-    wait_for(Duration::from_secs(10), "some traffic", || (env.upstream.request_count() > 15).then_some(()));
-    Command::new("kill").args(["-KILL", &env.broker.pid().to_string()]).status().unwrap();
+    wait_for(Duration::from_secs(10), "some traffic", || {
+        (env.upstream.request_count() > 15).then_some(())
+    });
+    Command::new("kill")
+        .args(["-KILL", &env.broker.pid().to_string()])
+        .status()
+        .unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for l in loops {
         l.join().unwrap();
     }
-    let seen: std::collections::BTreeSet<String> = env.upstream.requests().into_iter().map(|r| format!("/up{}", r.path)).collect();
+    let seen: std::collections::BTreeSet<String> = env
+        .upstream
+        .requests()
+        .into_iter()
+        .map(|r| format!("/up{}", r.path))
+        .collect();
     let rows = env.cli.json(&["receipts", "--limit", "100000"], None);
-    let recorded: std::collections::BTreeSet<String> = rows.as_array().unwrap().iter().filter(|r| r["decision"] == "allow").map(|r| r["path"].as_str().unwrap().to_owned()).collect();
+    let recorded: std::collections::BTreeSet<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["decision"] == "allow")
+        .map(|r| r["path"].as_str().unwrap().to_owned())
+        .collect();
     let missing: Vec<_> = seen.difference(&recorded).collect();
-    assert!(missing.is_empty(), "the upstream got {} requests without a receipt: {missing:?}", missing.len());
+    assert!(
+        missing.is_empty(),
+        "the upstream got {} requests without a receipt: {missing:?}",
+        missing.len()
+    );
     assert_eq!(env.cli.json(&["receipts", "verify"], None)["ok"], true);
 }
 
@@ -526,8 +821,16 @@ fn hostile_input_is_rejected_and_the_upstream_is_untouched() {
     for (what, bytes, statuses) in cases {
         let reply = raw_request(&addr, &bytes);
         let status = reply.split_whitespace().nth(1).unwrap_or("");
-        assert!(statuses.contains(&status), "{what}: got {status:?}\n{reply}");
-        assert_eq!(env.upstream.request_count(), 0, "{what}: the upstream was contacted: {:?}", env.upstream.requests());
+        assert!(
+            statuses.contains(&status),
+            "{what}: got {status:?}\n{reply}"
+        );
+        assert_eq!(
+            env.upstream.request_count(),
+            0,
+            "{what}: the upstream was contacted: {:?}",
+            env.upstream.requests()
+        );
     }
     // A well-formed request on the same broker still works.
     assert_eq!(env.curl(&["-H", &env.bearer()], "/up/echo").0, 200);
@@ -545,17 +848,48 @@ fn an_unwritable_audit_log_denies_instead_of_serving_unaudited() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(locker.stdout.take().unwrap()), &mut line).unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(locker.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
     assert_eq!(line.trim(), "locked");
-    let out = Command::new("curl").args(["-s", "-w", "\n%{http_code}", "--max-time", "10", "-H", &env.bearer(), &url]).output().unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "--max-time",
+            "10",
+            "-H",
+            &env.bearer(),
+            &url,
+        ])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     locker.kill().unwrap();
     locker.wait().unwrap();
-    assert!(text.ends_with("503") && text.contains("audit_unavailable"), "{text}");
+    assert!(
+        text.ends_with("503") && text.contains("audit_unavailable"),
+        "{text}"
+    );
     assert_eq!(env.upstream.request_count(), 0, "served unaudited");
     // Once the lock is gone, requests flow again.
     wait_for(Duration::from_secs(5), "recovery", || {
-        let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", &env.bearer(), &url]).output().unwrap();
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                &env.bearer(),
+                &url,
+            ])
+            .output()
+            .unwrap();
         (out.stdout == b"200").then_some(())
     });
 }
@@ -567,9 +901,20 @@ fn metrics_count_requests_by_service_and_decision() {
     env.curl(&["-H", "Authorization: Bearer nope"], "/up/echo");
     let (status, text) = env.curl(&[], "/metrics");
     assert_eq!(status, 200);
-    assert!(text.contains("sequester_requests_total{service=\"up\",decision=\"allow\",code=\"\",status=\"200\"} 1"), "{text}");
-    assert!(text.contains("decision=\"deny\",code=\"unknown_token\""), "{text}");
-    assert!(text.contains("sequester_request_duration_seconds_bucket{service=\"up\""), "{text}");
+    assert!(
+        text.contains(
+            "sequester_requests_total{service=\"up\",decision=\"allow\",code=\"\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("decision=\"deny\",code=\"unknown_token\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("sequester_request_duration_seconds_bucket{service=\"up\""),
+        "{text}"
+    );
     assert!(text.contains("sequester_snapshot_age_seconds"), "{text}");
     assert!(!text.contains(&env.value) && !text.contains(&env.token));
 }
@@ -577,9 +922,15 @@ fn metrics_count_requests_by_service_and_decision() {
 /// The interpreter for the Python client tests: `SEQUESTER_TEST_PYTHON` (CI installs the
 /// packages into a virtualenv and sets it), else `python3` if it has the packages.
 fn python_with(module: &str) -> Option<String> {
-    let candidates = std::env::var("SEQUESTER_TEST_PYTHON").ok().into_iter().chain(["python3".to_owned()]);
+    let candidates = std::env::var("SEQUESTER_TEST_PYTHON")
+        .ok()
+        .into_iter()
+        .chain(["python3".to_owned()]);
     for py in candidates {
-        let ok = Command::new(&py).args(["-c", &format!("import {module}")]).output().is_ok_and(|o| o.status.success());
+        let ok = Command::new(&py)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
         if ok {
             return Some(py);
         }
@@ -590,7 +941,9 @@ fn python_with(module: &str) -> Option<String> {
 #[test]
 fn the_official_openai_sdk_works_through_the_gateway() {
     let Some(python) = python_with("openai") else {
-        eprintln!("skipped: the `openai` Python package is not installed (pip install openai, or set SEQUESTER_TEST_PYTHON)");
+        eprintln!(
+            "skipped: the `openai` Python package is not installed (pip install openai, or set SEQUESTER_TEST_PYTHON)"
+        );
         return;
     };
     let env = Env::start();
@@ -604,17 +957,33 @@ fn the_official_openai_sdk_works_through_the_gateway() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(v["normal"], "Hello from the test upstream");
     assert!(v["stream_chunks"].as_u64().unwrap() > 1, "{v}");
     assert!(v["stream"].as_str().unwrap().contains("Hello"), "{v}");
     let reqs = env.upstream_never_saw_tokens();
-    let chat: Vec<_> = reqs.iter().filter(|r| r.path == "/v1/chat/completions").collect();
+    let chat: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .collect();
     assert_eq!(chat.len(), 2);
     for r in &chat {
-        assert_eq!(r.header_str("authorization"), Some(format!("Bearer {}", env.value).as_str()));
+        assert_eq!(
+            r.header_str("authorization"),
+            Some(format!("Bearer {}", env.value).as_str())
+        );
     }
-    let hits = find_in([("sdk output", out.stdout.as_slice()), ("sdk stderr", out.stderr.as_slice())], &encodings(&env.value));
+    let hits = find_in(
+        [
+            ("sdk output", out.stdout.as_slice()),
+            ("sdk stderr", out.stderr.as_slice()),
+        ],
+        &encodings(&env.value),
+    );
     assert!(hits.is_empty(), "the client saw the key: {hits:?}");
 }

@@ -33,7 +33,10 @@ where
 {
     body.map_frame(move |frame| {
         if let Some(data) = frame.data_ref() {
-            counter.fetch_add(u64::try_from(data.len()).unwrap_or(u64::MAX), Ordering::Relaxed);
+            counter.fetch_add(
+                u64::try_from(data.len()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
         }
         frame
     })
@@ -87,7 +90,11 @@ impl<B> ScrubBody<B> {
     fn finish(&mut self, how: End) {
         self.ended = true;
         if let Some(f) = self.on_end.take() {
-            f(how, self.sent, self.scrubber.as_ref().map_or(0, Scrubber::replaced));
+            f(
+                how,
+                self.sent,
+                self.scrubber.as_ref().map_or(0, Scrubber::replaced),
+            );
         }
     }
 
@@ -100,7 +107,11 @@ impl<B> ScrubBody<B> {
 impl<B> Drop for ScrubBody<B> {
     fn drop(&mut self) {
         if let Some(f) = self.on_end.take() {
-            f(End::ClientGone, self.sent, self.scrubber.as_ref().map_or(0, Scrubber::replaced));
+            f(
+                End::ClientGone,
+                self.sent,
+                self.scrubber.as_ref().map_or(0, Scrubber::replaced),
+            );
         }
     }
 }
@@ -139,7 +150,11 @@ where
                         }
                         Err(frame) => {
                             if let Ok(trailers) = frame.into_trailers() {
-                                let tail = this.scrubber.as_mut().map(Scrubber::finish).unwrap_or_default();
+                                let tail = this
+                                    .scrubber
+                                    .as_mut()
+                                    .map(Scrubber::finish)
+                                    .unwrap_or_default();
                                 this.held_trailers = Some(trailers);
                                 this.finish(End::Complete);
                                 if !tail.is_empty() {
@@ -154,7 +169,11 @@ where
                     return Poll::Ready(Some(Err(e.into())));
                 }
                 Poll::Ready(None) => {
-                    let tail = this.scrubber.as_mut().map(Scrubber::finish).unwrap_or_default();
+                    let tail = this
+                        .scrubber
+                        .as_mut()
+                        .map(Scrubber::finish)
+                        .unwrap_or_default();
                     if !tail.is_empty() {
                         this.sent += u64::try_from(tail.len()).unwrap_or(u64::MAX);
                         this.finish(End::Complete);

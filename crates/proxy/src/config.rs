@@ -169,7 +169,11 @@ mod tests {
             "[services.\"bad name\"]\nbase_url = \"https://x.com\"",
         ] {
             let err = Config::parse(bad, Path::new("t.toml")).unwrap_err();
-            assert_eq!(err.code(), sequester_model::ErrorCode::InvalidConfig, "{bad}");
+            assert_eq!(
+                err.code(),
+                sequester_model::ErrorCode::InvalidConfig,
+                "{bad}"
+            );
         }
     }
 }

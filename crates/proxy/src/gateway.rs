@@ -4,7 +4,7 @@
 //! route → identify → decide → audit intent → inject → forward → scrub → receipt.
 
 use crate::DataPlane;
-use crate::body::{ProxyBody, ScrubBody, counted, End};
+use crate::body::{End, ProxyBody, ScrubBody, counted};
 use crate::identify::{IdentifyError, extract};
 use crate::inject::inject;
 use crate::respond;
@@ -35,6 +35,7 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
     "host",
     "x-run-id",
+    crate::framing::CONFLICT_HEADER,
 ];
 
 fn now_ms() -> i64 {
@@ -61,7 +62,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| !s.is_empty())
         .collect();
-    for name in HOP_BY_HOP.iter().copied().chain(listed.iter().map(String::as_str)) {
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(listed.iter().map(String::as_str))
+    {
         headers.remove(name);
     }
 }
@@ -109,10 +114,17 @@ impl Context {
 
 impl DataPlane {
     /// Refuses, records a denial receipt and counts it.
-    async fn deny(&self, ctx: &Context, mut receipt: Receipt, code: ErrorCode, message: &str) -> Response<ProxyBody> {
+    async fn deny(
+        &self,
+        ctx: &Context,
+        mut receipt: Receipt,
+        code: ErrorCode,
+        message: &str,
+    ) -> Response<ProxyBody> {
         receipt.code = Some(code.as_str().to_owned());
         receipt.status = Some(respond::status_for(code).as_u16());
-        receipt.total_ms = Some(u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        receipt.total_ms =
+            Some(u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX));
         tracing::info!(request_id = %ctx.request_id, code = %code, service = ctx.service.as_deref().unwrap_or("-"), token_id = receipt.token_id.as_deref().unwrap_or("-"), "request denied");
         self.audit.record(&receipt).await;
         self.metrics.request(
@@ -145,7 +157,11 @@ impl DataPlane {
 
     pub(crate) async fn gateway(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
         let ctx = Context {
             request_id: request_id(),
             started: Instant::now(),
@@ -163,16 +179,39 @@ impl DataPlane {
 
         // Framing and addressing that a gateway never accepts.
         if parts.version < Version::HTTP_2 && parts.uri.scheme().is_some() {
-            return self.deny(&ctx, denied(&ctx), ErrorCode::InvalidRequest, "absolute-form request targets go to the forward proxy, not the gateway").await;
+            return self
+                .deny(
+                    &ctx,
+                    denied(&ctx),
+                    ErrorCode::InvalidRequest,
+                    "absolute-form request targets go to the forward proxy, not the gateway",
+                )
+                .await;
         }
-        if parts.headers.contains_key(header::TRANSFER_ENCODING) && parts.headers.contains_key(header::CONTENT_LENGTH) {
-            return self.deny(&ctx, denied(&ctx), ErrorCode::InvalidRequest, "a request may not carry both Content-Length and Transfer-Encoding").await;
+        if parts.headers.contains_key(crate::framing::CONFLICT_HEADER)
+            || (parts.headers.contains_key(header::TRANSFER_ENCODING)
+                && parts.headers.contains_key(header::CONTENT_LENGTH))
+        {
+            return self
+                .deny(
+                    &ctx,
+                    denied(&ctx),
+                    ErrorCode::InvalidRequest,
+                    "a request may not carry both Content-Length and Transfer-Encoding",
+                )
+                .await;
         }
         let authority = parts
             .uri
             .authority()
             .map(|a| a.as_str().to_owned())
-            .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned));
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
         if let Some(authority) = &authority
             && !self.host_allowed(authority)
         {
@@ -183,9 +222,25 @@ impl DataPlane {
         let (service_name, rest) = match route(parts.uri.path()) {
             Ok(r) => r,
             Err(e @ RouteError::NoService) | Err(e @ RouteError::BadService(_)) => {
-                return self.deny(&ctx, denied(&ctx), ErrorCode::UnknownService, &e.to_string()).await;
+                return self
+                    .deny(
+                        &ctx,
+                        denied(&ctx),
+                        ErrorCode::UnknownService,
+                        &e.to_string(),
+                    )
+                    .await;
             }
-            Err(e) => return self.deny(&ctx, denied(&ctx), ErrorCode::InvalidRequest, &e.to_string()).await,
+            Err(e) => {
+                return self
+                    .deny(
+                        &ctx,
+                        denied(&ctx),
+                        ErrorCode::InvalidRequest,
+                        &e.to_string(),
+                    )
+                    .await;
+            }
         };
         let rest = rest.to_owned();
         let ctx = Context {
@@ -201,7 +256,14 @@ impl DataPlane {
                 return self.deny(&ctx, denied(&ctx), ErrorCode::UnknownToken, "no Sequester token found; send it where the SDK sends its API key (Authorization: Bearer sqt_…, x-api-key, or a key query parameter)").await;
             }
             Err(IdentifyError::Several) => {
-                return self.deny(&ctx, denied(&ctx), ErrorCode::InvalidRequest, "the request carries several different Sequester tokens").await;
+                return self
+                    .deny(
+                        &ctx,
+                        denied(&ctx),
+                        ErrorCode::InvalidRequest,
+                        "the request carries several different Sequester tokens",
+                    )
+                    .await;
             }
         };
         let token = presented.hash;
@@ -218,7 +280,16 @@ impl DataPlane {
             None => {
                 let mut r = denied(&ctx);
                 r.tenant_id = tenant.as_ref().map(ToString::to_string).unwrap_or_default();
-                return self.deny(&ctx, r, ErrorCode::UnknownService, &format!("no service named {service_name}; `sequester service list` shows them")).await;
+                return self
+                    .deny(
+                        &ctx,
+                        r,
+                        ErrorCode::UnknownService,
+                        &format!(
+                            "no service named {service_name}; `sequester service list` shows them"
+                        ),
+                    )
+                    .await;
             }
         };
         let ctx = Context {
@@ -251,7 +322,14 @@ impl DataPlane {
             }
         };
         let Some(service) = resolved else {
-            return self.deny(&ctx, denied(&ctx), ErrorCode::UnknownService, "no such service").await;
+            return self
+                .deny(
+                    &ctx,
+                    denied(&ctx),
+                    ErrorCode::UnknownService,
+                    "no such service",
+                )
+                .await;
         };
 
         // Audit intent: durable before anything is injected.
@@ -262,17 +340,33 @@ impl DataPlane {
         intent.token_id = Some(grant.token.id.to_string());
         intent.secret = Some(grant.secret.meta.name.to_string());
         intent.secret_version = Some(grant.version());
-        let durable = tokio::time::timeout(self.config.timeouts.audit(), self.audit.record_durable(&intent)).await;
+        let durable = tokio::time::timeout(
+            self.config.timeouts.audit(),
+            self.audit.record_durable(&intent),
+        )
+        .await;
         if !matches!(durable, Ok(Ok(()))) {
             self.metrics.audit_failure();
             let mut r = intent.clone();
             r.kind = Kind::Denial;
             r.decision = Verdict::Deny;
-            return self.deny(&ctx, r, ErrorCode::AuditUnavailable, "the audit log cannot be written, so no credential is used; try again later").await;
+            return self
+                .deny(
+                    &ctx,
+                    r,
+                    ErrorCode::AuditUnavailable,
+                    "the audit log cannot be written, so no credential is used; try again later",
+                )
+                .await;
         }
 
         // Inject.
-        let rule = grant.secret.meta.injection.clone().unwrap_or(service.inject.clone());
+        let rule = grant
+            .secret
+            .meta
+            .injection
+            .clone()
+            .unwrap_or(service.inject.clone());
         let mut query = query;
         let scrubber = {
             let value = match grant.open() {
@@ -290,14 +384,22 @@ impl DataPlane {
                 let mut r = intent.clone();
                 r.kind = Kind::Completion;
                 r.decision = Verdict::Deny;
-                return self.deny(&ctx, r, ErrorCode::InvalidValue, &e.to_string()).await;
+                return self
+                    .deny(&ctx, r, ErrorCode::InvalidValue, &e.to_string())
+                    .await;
             }
             let usable = grant.open_usable(now).unwrap_or_default();
             let mut values: Vec<&[u8]> = Vec::with_capacity(usable.len() + 1);
-            #[expect(clippy::disallowed_methods, reason = "scrubbing: the response is searched for the injected value")]
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "scrubbing: the response is searched for the injected value"
+            )]
             values.push(value.expose());
             for v in &usable {
-                #[expect(clippy::disallowed_methods, reason = "scrubbing: the response is searched for values still in their grace window")]
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "scrubbing: the response is searched for values still in their grace window"
+                )]
                 values.push(v.expose());
             }
             Scrubber::new(&values, presented.token.as_bytes())
@@ -323,21 +425,36 @@ impl DataPlane {
                 let mut r = intent.clone();
                 r.kind = Kind::Completion;
                 r.decision = Verdict::Deny;
-                return self.deny(&ctx, r, ErrorCode::InvalidRequest, "the request path cannot be forwarded").await;
+                return self
+                    .deny(
+                        &ctx,
+                        r,
+                        ErrorCode::InvalidRequest,
+                        "the request path cannot be forwarded",
+                    )
+                    .await;
             }
         };
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        parts.headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
         if let Ok(host) = HeaderValue::from_str(&service.base_url.authority()) {
             parts.headers.insert(header::HOST, host);
         }
         let bytes_in = Arc::new(AtomicU64::new(0));
         let upstream_req = Request::from_parts(parts, counted(body, Arc::clone(&bytes_in)));
         let sent_at = Instant::now();
-        let result = tokio::time::timeout(self.config.timeouts.first_byte(), self.client.request(upstream_req)).await;
+        let result = tokio::time::timeout(
+            self.config.timeouts.first_byte(),
+            self.client.request(upstream_req),
+        )
+        .await;
         let upstream_ms = u64::try_from(sent_at.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.metrics.upstream(service.name.as_str(), sent_at.elapsed());
+        self.metrics
+            .upstream(service.name.as_str(), sent_at.elapsed());
         let mut completion = intent.clone();
         completion.kind = Kind::Completion;
         completion.upstream_ms = Some(upstream_ms);
@@ -346,11 +463,25 @@ impl DataPlane {
             Ok(Err(e)) => {
                 tracing::warn!(request_id = %ctx.request_id, service = %service.name, error = %e, "upstream request failed");
                 completion.bytes_in = Some(bytes_in.load(Ordering::Relaxed));
-                return self.deny(&ctx, completion, ErrorCode::UpstreamUnavailable, "the upstream could not be reached").await;
+                return self
+                    .deny(
+                        &ctx,
+                        completion,
+                        ErrorCode::UpstreamUnavailable,
+                        "the upstream could not be reached",
+                    )
+                    .await;
             }
             Err(_) => {
                 completion.bytes_in = Some(bytes_in.load(Ordering::Relaxed));
-                return self.deny(&ctx, completion, ErrorCode::UpstreamTimeout, "the upstream did not answer in time").await;
+                return self
+                    .deny(
+                        &ctx,
+                        completion,
+                        ErrorCode::UpstreamTimeout,
+                        "the upstream did not answer in time",
+                    )
+                    .await;
             }
         };
 
@@ -363,11 +494,15 @@ impl DataPlane {
         if let Some(s) = &mut scrubber {
             let names: Vec<_> = parts.headers.keys().cloned().collect();
             for name in names {
-                let values: Vec<HeaderValue> = parts.headers.get_all(&name).iter().cloned().collect();
+                let values: Vec<HeaderValue> =
+                    parts.headers.get_all(&name).iter().cloned().collect();
                 let mut changed = false;
                 let mut scrubbed = Vec::with_capacity(values.len());
                 for v in values {
-                    match s.scrub_all(v.as_bytes()).and_then(|b| HeaderValue::from_bytes(&b).ok()) {
+                    match s
+                        .scrub_all(v.as_bytes())
+                        .and_then(|b| HeaderValue::from_bytes(&b).ok())
+                    {
                         Some(new) => {
                             changed = true;
                             scrubbed.push(new);
@@ -398,15 +533,25 @@ impl DataPlane {
             }
             completion.bytes_in = Some(bytes_in.load(Ordering::Relaxed));
             completion.bytes_out = Some(sent);
-            completion.total_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+            completion.total_ms =
+                Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
             if how != End::Complete {
-                completion.code = Some(match how {
-                    End::IdleTimeout => "upstream_idle_timeout",
-                    End::UpstreamError => "upstream_stream_error",
-                    _ => "client_disconnected",
-                }.to_owned());
+                completion.code = Some(
+                    match how {
+                        End::IdleTimeout => "upstream_idle_timeout",
+                        End::UpstreamError => "upstream_stream_error",
+                        _ => "client_disconnected",
+                    }
+                    .to_owned(),
+                );
             }
-            metrics.request(&service_label, true, completion.code.as_deref(), Some(status), started.elapsed());
+            metrics.request(
+                &service_label,
+                true,
+                completion.code.as_deref(),
+                Some(status),
+                started.elapsed(),
+            );
             audit.record_nowait(&completion);
         });
         let body = ScrubBody::new(body, scrubber, self.config.timeouts.idle(), on_end);

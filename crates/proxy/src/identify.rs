@@ -23,16 +23,16 @@ fn tokens_in(bytes: &[u8], out: &mut Vec<Zeroizing<String>>) {
     let prefix = TOKEN_PREFIX.as_bytes();
     let mut i = 0;
     while i + TOKEN_LEN <= bytes.len() {
-        if bytes[i..].starts_with(prefix) {
-            if let Ok(candidate) = std::str::from_utf8(&bytes[i..i + TOKEN_LEN]) {
-                let ends_cleanly = bytes
-                    .get(i + TOKEN_LEN)
-                    .is_none_or(|b| !b.is_ascii_alphanumeric());
-                if ends_cleanly && looks_like_token(candidate) {
-                    out.push(Zeroizing::new(candidate.to_owned()));
-                    i += TOKEN_LEN;
-                    continue;
-                }
+        if bytes[i..].starts_with(prefix)
+            && let Ok(candidate) = std::str::from_utf8(&bytes[i..i + TOKEN_LEN])
+        {
+            let ends_cleanly = bytes
+                .get(i + TOKEN_LEN)
+                .is_none_or(|b| !b.is_ascii_alphanumeric());
+            if ends_cleanly && looks_like_token(candidate) {
+                out.push(Zeroizing::new(candidate.to_owned()));
+                i += TOKEN_LEN;
+                continue;
             }
         }
         i += 1;
@@ -154,7 +154,8 @@ mod tests {
     fn finds_tokens_where_sdks_put_keys() {
         let t = IssuedToken::generate();
         let tok = t.reveal();
-        let basic_pw = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{tok}"));
+        let basic_pw =
+            base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{tok}"));
         let basic_user = base64::engine::general_purpose::STANDARD.encode(format!("{tok}:"));
         for (hs, query) in [
             (vec![("authorization", format!("Bearer {tok}"))], None),
@@ -164,7 +165,10 @@ mod tests {
             (vec![("x-api-key", tok.to_owned())], None),
             (vec![("x-goog-api-key", tok.to_owned())], None),
             (vec![], Some(format!("key={tok}&alt=json"))),
-            (vec![], Some(format!("alt=json&api_key={}", tok.replace('_', "%5F")))),
+            (
+                vec![],
+                Some(format!("alt=json&api_key={}", tok.replace('_', "%5F"))),
+            ),
         ] {
             let pairs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let mut h = headers(&pairs);
@@ -185,10 +189,16 @@ mod tests {
         let b = IssuedToken::generate();
         let mut h = headers(&[("authorization", "Bearer sk-real-looking")]);
         assert_eq!(extract(&mut h, None).0.err(), Some(IdentifyError::Missing));
-        let mut h = headers(&[("authorization", &format!("Bearer {}", a.reveal())), ("x-api-key", b.reveal())]);
+        let mut h = headers(&[
+            ("authorization", &format!("Bearer {}", a.reveal())),
+            ("x-api-key", b.reveal()),
+        ]);
         assert_eq!(extract(&mut h, None).0.err(), Some(IdentifyError::Several));
         assert!(h.is_empty(), "both token headers removed even when refused");
-        let mut h = headers(&[("authorization", &format!("Bearer {}", a.reveal())), ("x-api-key", a.reveal())]);
+        let mut h = headers(&[
+            ("authorization", &format!("Bearer {}", a.reveal())),
+            ("x-api-key", a.reveal()),
+        ]);
         assert_eq!(extract(&mut h, None).0.map(|p| p.hash).ok(), Some(a.hash()));
         // A checksum typo is not a token.
         let typo = format!("{}x", &a.reveal()[..41]);

@@ -49,7 +49,8 @@ pub fn inject(
             let (_, before, after) = rule
                 .header_parts()
                 .ok_or(InjectError("the template has no {value}"))?;
-            let mut buf = Zeroizing::new(Vec::with_capacity(before.len() + raw.len() + after.len()));
+            let mut buf =
+                Zeroizing::new(Vec::with_capacity(before.len() + raw.len() + after.len()));
             buf.extend_from_slice(before.as_bytes());
             buf.extend_from_slice(raw);
             buf.extend_from_slice(after.as_bytes());
@@ -101,12 +102,30 @@ mod tests {
         inject(&InjectionRule::bearer(), &value, &mut h, &mut q).unwrap();
         assert_eq!(h["authorization"], "Bearer sk-abc/+=");
         assert!(h["authorization"].is_sensitive());
-        inject(&InjectionRule::parse("header:x-api-key:{value}").unwrap(), &value, &mut h, &mut q).unwrap();
+        inject(
+            &InjectionRule::parse("header:x-api-key:{value}").unwrap(),
+            &value,
+            &mut h,
+            &mut q,
+        )
+        .unwrap();
         assert_eq!(h["x-api-key"], "sk-abc/+=");
-        inject(&InjectionRule::parse("basic:x-access-token").unwrap(), &value, &mut h, &mut q).unwrap();
+        inject(
+            &InjectionRule::parse("basic:x-access-token").unwrap(),
+            &value,
+            &mut h,
+            &mut q,
+        )
+        .unwrap();
         let b64 = base64::engine::general_purpose::STANDARD.encode("x-access-token:sk-abc/+=");
         assert_eq!(h["authorization"], format!("Basic {b64}").as_str());
-        inject(&InjectionRule::parse("query:key").unwrap(), &value, &mut h, &mut q).unwrap();
+        inject(
+            &InjectionRule::parse("query:key").unwrap(),
+            &value,
+            &mut h,
+            &mut q,
+        )
+        .unwrap();
         assert_eq!(q.as_deref(), Some("a=1&key=sk-abc%2F%2B%3D"));
     }
 }

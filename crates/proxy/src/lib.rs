@@ -17,6 +17,7 @@
 
 mod body;
 pub mod config;
+mod framing;
 mod gateway;
 mod identify;
 mod inject;
@@ -75,7 +76,10 @@ impl Background {
     /// returns and the data plane is dropped.
     pub async fn shutdown(self) {
         self.reloader.abort();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.audit).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.audit)
+            .await
+            .is_err()
+        {
             tracing::error!("receipts still queued at shutdown were not all written");
         }
     }
@@ -93,7 +97,8 @@ impl DataPlane {
         let metrics = Arc::new(Metrics::default());
         let live = Arc::new(LiveSnapshot::new(sequester_policy::Snapshot::empty()));
         live.reload(store.as_ref(), &metrics).await;
-        let reloader = live::spawn_reloader(Arc::clone(&store), Arc::clone(&live), Arc::clone(&metrics));
+        let reloader =
+            live::spawn_reloader(Arc::clone(&store), Arc::clone(&live), Arc::clone(&metrics));
         let (audit, audit_task) = AuditWriter::start(audit_store);
         let plane = Arc::new(Self {
             store,
@@ -123,10 +128,18 @@ impl DataPlane {
                     Ok(_) if snapshot_loaded => {
                         respond::json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
                     }
-                    Ok(_) => respond::error(ErrorCode::StorageUnavailable, "the policy snapshot is not loaded", &gateway::request_id()),
+                    Ok(_) => respond::error(
+                        ErrorCode::StorageUnavailable,
+                        "the policy snapshot is not loaded",
+                        &gateway::request_id(),
+                    ),
                     Err(e) => {
                         tracing::warn!(code = %e.code(), error = %e, "store not ready");
-                        respond::error(ErrorCode::StorageUnavailable, "the store does not answer", &gateway::request_id())
+                        respond::error(
+                            ErrorCode::StorageUnavailable,
+                            "the store does not answer",
+                            &gateway::request_id(),
+                        )
                     }
                 }
             }
@@ -158,7 +171,9 @@ pub async fn serve(
         .max_buf_size(MAX_HEADER_BYTES)
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
-    builder.http2().max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -179,7 +194,7 @@ pub async fn serve(
                     let plane = Arc::clone(&plane);
                     async move { Ok::<_, Infallible>(plane.handle(req).await) }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(framing::FramingGuard::new(stream)), service);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {

@@ -22,7 +22,13 @@ impl LiveSnapshot {
     }
 
     pub fn load(&self) -> Arc<Snapshot> {
-        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner).0)
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .0,
+        )
     }
 
     pub fn age(&self) -> Duration {
@@ -44,7 +50,11 @@ impl LiveSnapshot {
         match store.snapshot().await {
             Ok(data) => {
                 let snapshot = Snapshot::build(data);
-                tracing::debug!(counter = snapshot.counter(), tokens = snapshot.token_count(), "snapshot loaded");
+                tracing::debug!(
+                    counter = snapshot.counter(),
+                    tokens = snapshot.token_count(),
+                    "snapshot loaded"
+                );
                 self.install(snapshot);
                 metrics.snapshot_reload(true);
             }

@@ -50,7 +50,10 @@ pub struct Metrics {
 }
 
 fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -59,12 +62,24 @@ impl Metrics {
     }
 
     /// One finished request. `status` is `None` when no response status applies.
-    pub fn request(&self, service: &str, allowed: bool, code: Option<&str>, status: Option<u16>, total: Duration) {
+    pub fn request(
+        &self,
+        service: &str,
+        allowed: bool,
+        code: Option<&str>,
+        status: Option<u16>,
+        total: Duration,
+    ) {
         let decision = if allowed { "allow" } else { "deny" };
         let status = status.map_or_else(|| "none".to_owned(), |s| s.to_string());
         self.with(|m| {
             *m.requests
-                .entry((service.to_owned(), decision, code.unwrap_or("").to_owned(), status))
+                .entry((
+                    service.to_owned(),
+                    decision,
+                    code.unwrap_or("").to_owned(),
+                    status,
+                ))
                 .or_default() += 1;
             m.latency
                 .entry(service.to_owned())
@@ -134,10 +149,20 @@ impl Metrics {
             let _ = writeln!(out, "sequester_snapshot_reloads_total{{outcome=\"ok\"}} {}", m.snapshot_reloads);
             let _ = writeln!(out, "sequester_snapshot_reloads_total{{outcome=\"failed\"}} {}", m.snapshot_failures);
         });
-        let _ = writeln!(out, "# HELP sequester_snapshot_age_seconds Seconds since the policy snapshot was loaded.");
+        let _ = writeln!(
+            out,
+            "# HELP sequester_snapshot_age_seconds Seconds since the policy snapshot was loaded."
+        );
         let _ = writeln!(out, "# TYPE sequester_snapshot_age_seconds gauge");
-        let _ = writeln!(out, "sequester_snapshot_age_seconds {}", snapshot_age.as_secs_f64());
-        let _ = writeln!(out, "# HELP sequester_snapshot_change_counter Store change counter the snapshot reflects.");
+        let _ = writeln!(
+            out,
+            "sequester_snapshot_age_seconds {}",
+            snapshot_age.as_secs_f64()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sequester_snapshot_change_counter Store change counter the snapshot reflects."
+        );
         let _ = writeln!(out, "# TYPE sequester_snapshot_change_counter gauge");
         let _ = writeln!(out, "sequester_snapshot_change_counter {snapshot_counter}");
         out

@@ -36,7 +36,11 @@ fn forms(value: &[u8], token: &[u8]) -> Vec<(Zeroizing<Vec<u8>>, Vec<u8>)> {
                 let enc = Zeroizing::new(engine.encode(&padded).into_bytes());
                 let skip = (8 * k).div_ceil(6);
                 let total_bits = 8 * (k + bytes.len());
-                let end = if total_bits % 6 == 0 { enc.len() } else { enc.len().saturating_sub(1) };
+                let end = if total_bits.is_multiple_of(6) {
+                    enc.len()
+                } else {
+                    enc.len().saturating_sub(1)
+                };
                 enc.get(skip..end).map(<[u8]>::to_vec).unwrap_or_default()
             };
             push(core(value), core(token));
@@ -54,10 +58,7 @@ fn forms(value: &[u8], token: &[u8]) -> Vec<(Zeroizing<Vec<u8>>, Vec<u8>)> {
         .collect();
     push(url.clone(), token.to_vec());
     push(url.to_ascii_lowercase(), token.to_vec());
-    push(
-        Zeroizing::new(hex_lower(value)).to_vec(),
-        hex_lower(token),
-    );
+    push(Zeroizing::new(hex_lower(value)).to_vec(), hex_lower(token));
     push(
         Zeroizing::new(hex_lower(value).to_ascii_uppercase()).to_vec(),
         hex_lower(token).to_ascii_uppercase(),
@@ -89,7 +90,10 @@ impl Scrubber {
         let mut replacements = Vec::new();
         for value in values {
             for (needle, replacement) in forms(value, token) {
-                if !needles.iter().any(|n: &Zeroizing<Vec<u8>>| n.as_slice() == needle.as_slice()) {
+                if !needles
+                    .iter()
+                    .any(|n: &Zeroizing<Vec<u8>>| n.as_slice() == needle.as_slice())
+                {
                     needles.push(needle);
                     replacements.push(replacement);
                 }
@@ -198,7 +202,10 @@ mod tests {
             b64,
             wrapped,
             "sk-live-0123456789abcdefXYZ",
-            hex_lower(VALUE).iter().map(|&b| char::from(b)).collect::<String>(),
+            hex_lower(VALUE)
+                .iter()
+                .map(|&b| char::from(b))
+                .collect::<String>(),
         );
         let out = run(&[text.as_bytes()]);
         let out_s = String::from_utf8_lossy(&out);
@@ -206,7 +213,13 @@ mod tests {
         assert!(!out_s.contains(&b64));
         assert!(out_s.contains(&STANDARD.encode(TOKEN)), "{out_s}");
         // The value inside a larger base64 blob is gone too.
-        let decoded_basic = out_s.split("basic=").nth(1).unwrap().split(' ').next().unwrap();
+        let decoded_basic = out_s
+            .split("basic=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
         let decoded = STANDARD.decode(decoded_basic).unwrap_or_default();
         assert!(!decoded.windows(VALUE.len()).any(|w| w == VALUE));
     }
@@ -216,7 +229,11 @@ mod tests {
         let text = [b"{\"key\":\"".as_slice(), VALUE, b"\"}"].concat();
         for cut in 0..=text.len() {
             let out = run(&[&text[..cut], &text[cut..]]);
-            assert_eq!(out, [b"{\"key\":\"".as_slice(), TOKEN, b"\"}"].concat(), "cut at {cut}");
+            assert_eq!(
+                out,
+                [b"{\"key\":\"".as_slice(), TOKEN, b"\"}"].concat(),
+                "cut at {cut}"
+            );
         }
     }
 

@@ -18,12 +18,36 @@ pub struct ResolvedService {
 /// (name, base URL, default injection rule). The rule is how that provider's SDKs send the
 /// key; a secret's own `--inject` overrides it.
 pub const PRESETS: &[(&str, &str, &str)] = &[
-    ("openai", "https://api.openai.com", "header:Authorization:Bearer {value}"),
-    ("anthropic", "https://api.anthropic.com", "header:x-api-key:{value}"),
-    ("github", "https://api.github.com", "header:Authorization:Bearer {value}"),
-    ("stripe", "https://api.stripe.com", "header:Authorization:Bearer {value}"),
-    ("slack", "https://slack.com/api", "header:Authorization:Bearer {value}"),
-    ("google", "https://generativelanguage.googleapis.com", "header:x-goog-api-key:{value}"),
+    (
+        "openai",
+        "https://api.openai.com",
+        "header:Authorization:Bearer {value}",
+    ),
+    (
+        "anthropic",
+        "https://api.anthropic.com",
+        "header:x-api-key:{value}",
+    ),
+    (
+        "github",
+        "https://api.github.com",
+        "header:Authorization:Bearer {value}",
+    ),
+    (
+        "stripe",
+        "https://api.stripe.com",
+        "header:Authorization:Bearer {value}",
+    ),
+    (
+        "slack",
+        "https://slack.com/api",
+        "header:Authorization:Bearer {value}",
+    ),
+    (
+        "google",
+        "https://generativelanguage.googleapis.com",
+        "header:x-goog-api-key:{value}",
+    ),
     ("googleapis", "https://www.googleapis.com", "query:key"),
 ];
 
@@ -75,7 +99,10 @@ mod tests {
     #[test]
     fn every_preset_parses() {
         assert_eq!(presets().len(), PRESETS.len());
-        let openai = presets().into_iter().find(|p| p.name.as_str() == "openai").unwrap();
+        let openai = presets()
+            .into_iter()
+            .find(|p| p.name.as_str() == "openai")
+            .unwrap();
         assert_eq!(openai.base_url.host(), "api.openai.com");
         assert_eq!(openai.inject, InjectionRule::bearer());
     }
