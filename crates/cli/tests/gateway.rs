@@ -987,3 +987,155 @@ fn the_official_openai_sdk_works_through_the_gateway() {
     );
     assert!(hits.is_empty(), "the client saw the key: {hits:?}");
 }
+
+#[test]
+fn upstream_timeouts_and_failures_have_codes() {
+    let env = Env::start_with(Some("[timeouts]\nfirst_byte = 300\n"));
+    let (status, text) = env.curl(&["-H", &env.bearer()], "/up/slow?ms=2000");
+    assert_eq!(
+        (status, Env::error_code(&text).as_deref()),
+        (504, Some("upstream_timeout")),
+        "{text}"
+    );
+    env.cli.ok(
+        &[
+            "service",
+            "add",
+            "dead",
+            "--base-url",
+            "https://127.0.0.1:9",
+        ],
+        None,
+    );
+    wait_for(Duration::from_secs(3), "the dead service", || {
+        let (status, text) = env.curl(&["-H", &env.bearer()], "/dead/x");
+        (status == 502).then_some(text)
+    });
+    let receipts = env.cli.json(&["receipts"], None);
+    let codes: Vec<&str> = receipts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["code"].as_str())
+        .collect();
+    assert!(
+        codes.contains(&"upstream_timeout") && codes.contains(&"upstream_unavailable"),
+        "{codes:?}"
+    );
+}
+
+#[test]
+fn http2_clients_work_and_the_secrets_host_is_checked_against_the_service() {
+    let env = Env::start();
+    // HTTP/2 with prior knowledge from the client, HTTP/2 by ALPN to the upstream.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+            "-H",
+            &env.bearer(),
+            &env.url("/up/echo/h2"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
+    assert_eq!(env.upstream.last_request().unwrap().version, "HTTP/2.0");
+    // A preset service routes to its real host, which this secret does not allow: refused
+    // before any connection is made.
+    let (status, text) = env.curl(&["-H", &env.bearer()], "/openai/v1/models");
+    assert_eq!(
+        (status, Env::error_code(&text).as_deref()),
+        (403, Some("host_not_allowed")),
+        "{text}"
+    );
+    assert!(text.contains("api.openai.com"), "{text}");
+}
+
+#[test]
+fn services_through_the_cli() {
+    let cli = Cli::new(BIN);
+    cli.ok(&["init"], None);
+    let added = cli.json(
+        &[
+            "service",
+            "add",
+            "internal",
+            "--base-url",
+            "https://api.internal.example/v2/",
+            "--inject",
+            "header:x-api-key:{value}",
+        ],
+        None,
+    );
+    assert_eq!(added["base_url"], "https://api.internal.example/v2");
+    let list = cli.json(&["service", "list"], None);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    for preset in ["openai", "anthropic", "github", "stripe", "slack", "google"] {
+        assert!(names.contains(&preset), "{names:?}");
+    }
+    assert!(names.contains(&"internal"));
+    cli.fails(
+        &[
+            "service",
+            "add",
+            "internal",
+            "--base-url",
+            "https://x.example",
+        ],
+        None,
+        "service_exists",
+        4,
+    );
+    cli.fails(
+        &["service", "add", "x", "--base-url", "api.example.com"],
+        None,
+        "invalid_base_url",
+        2,
+    );
+    cli.fails(
+        &[
+            "service",
+            "add",
+            "x",
+            "--base-url",
+            "https://a.example/../b",
+        ],
+        None,
+        "invalid_base_url",
+        2,
+    );
+    cli.fails(&["service", "rm", "nope"], None, "service_not_found", 3);
+    cli.ok(&["service", "rm", "internal"], None);
+    cli.fails(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            "/nonexistent.toml",
+        ],
+        None,
+        "io_error",
+        1,
+    );
+    std::fs::write(cli.scratch().join("bad.toml"), "lisen = 1").unwrap();
+    cli.fails(
+        &[
+            "serve",
+            "--config",
+            cli.scratch().join("bad.toml").to_str().unwrap(),
+        ],
+        None,
+        "invalid_config",
+        2,
+    );
+}
