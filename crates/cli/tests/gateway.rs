@@ -1139,3 +1139,88 @@ fn services_through_the_cli() {
         2,
     );
 }
+
+#[test]
+fn hop_by_hop_headers_are_not_forwarded() {
+    let env = Env::start();
+    let (status, _) = env.curl(
+        &[
+            "-H",
+            &env.bearer(),
+            "-H",
+            "Connection: keep-alive, x-private-hop",
+            "-H",
+            "X-Private-Hop: 1",
+            "-H",
+            "Keep-Alive: timeout=5",
+            "-H",
+            "Proxy-Authorization: Basic eDp5",
+            "-H",
+            "X-Run-Id: r1",
+            "-H",
+            "X-Kept: yes",
+        ],
+        "/up/echo/hops",
+    );
+    assert_eq!(status, 200);
+    let r = env.upstream.last_request().unwrap();
+    for gone in [
+        "x-private-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "x-run-id",
+    ] {
+        assert!(
+            r.header(gone).is_none(),
+            "{gone} was forwarded: {:?}",
+            r.headers
+        );
+    }
+    assert_eq!(r.header_str("x-kept"), Some("yes"));
+    assert_eq!(
+        r.header_str("host"),
+        Some(env.upstream.addr().to_string().as_str())
+    );
+}
+
+#[test]
+fn shutdown_lets_in_flight_streams_finish() {
+    let mut env = Env::start();
+    let mut child = Command::new("curl")
+        .args([
+            "-sS",
+            "-N",
+            "-H",
+            &env.bearer(),
+            &env.url("/up/sse?events=6&delay_ms=250"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    assert!(first.contains("event-0"), "{first}");
+    Command::new("kill")
+        .args(["-TERM", &env.broker.pid().to_string()])
+        .status()
+        .unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(
+        rest.contains("event-5"),
+        "the stream was cut at shutdown: {rest}"
+    );
+    assert_eq!(env.broker.wait_exit(Duration::from_secs(15)), Some(0));
+    // Queued receipts were flushed: the completion of the stream is on record.
+    let receipts = env.cli.json(&["receipts"], None);
+    assert!(
+        receipts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["kind"] == "completion" && r["status"] == 200),
+        "{receipts}"
+    );
+}
