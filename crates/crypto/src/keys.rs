@@ -96,6 +96,32 @@ impl DataKey {
     pub(crate) fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// A keyed hash (HMAC-SHA256) under a subkey derived from this tenant's data key,
+    /// domain-separated by `label`; `parts` are length-prefixed. Used to recognise a value
+    /// pasted twice without storing anything derived from it in the clear, and to derive
+    /// placeholders.
+    pub fn mac(&self, label: &str, parts: &[&[u8]]) -> [u8; 32] {
+        use hmac::{Hmac, Mac as _};
+        type HmacSha256 = Hmac<sha2::Sha256>;
+        let subkey = {
+            let Ok(mut m) = HmacSha256::new_from_slice(self.0.as_ref()) else {
+                return [0u8; 32];
+            };
+            m.update(b"sequester/v1/derive/mac");
+            Zeroizing::new(<[u8; 32]>::from(m.finalize().into_bytes()))
+        };
+        let Ok(mut m) = HmacSha256::new_from_slice(subkey.as_ref()) else {
+            return [0u8; 32];
+        };
+        m.update(label.as_bytes());
+        m.update(&[0]);
+        for part in parts {
+            m.update(&u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
+            m.update(part);
+        }
+        m.finalize().into_bytes().into()
+    }
 }
 
 fn data_key_aad(tenant_id: &str) -> Vec<u8> {
@@ -180,6 +206,25 @@ mod tests {
         assert_eq!(err.code(), sequester_model::ErrorCode::IntegrityFailure);
         let other = MasterKey::generate();
         assert!(other.unwrap_data_key("ten_a", &wrapped).is_err());
+    }
+
+    #[test]
+    fn macs_are_keyed_labelled_and_length_prefixed() {
+        let master = MasterKey::generate();
+        let (a, _) = master.new_data_key("ten_a").unwrap();
+        let (b, _) = master.new_data_key("ten_b").unwrap();
+        assert_eq!(a.mac("x", &[b"v"]), a.mac("x", &[b"v"]));
+        assert_ne!(
+            a.mac("x", &[b"v"]),
+            b.mac("x", &[b"v"]),
+            "tenant keys differ"
+        );
+        assert_ne!(a.mac("x", &[b"v"]), a.mac("y", &[b"v"]), "labels separate");
+        assert_ne!(
+            a.mac("x", &[b"ab", b"c"]),
+            a.mac("x", &[b"a", b"bc"]),
+            "parts are prefixed"
+        );
     }
 
     #[test]

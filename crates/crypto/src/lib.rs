@@ -25,5 +25,8 @@ pub use aead::{SecretVersionAad, open_version, seal_version};
 pub use error::CryptoError;
 pub use keyfile::{create_key_file, read_key_file};
 pub use keys::{DataKey, KdfParams, KeyCheck, MasterKey, random_bytes};
-pub use token::{IssuedToken, TOKEN_PREFIX, TokenHash, chain_hash, looks_like_token};
+pub use token::{
+    AGENT_KEY_PREFIX, IssuedToken, PLACEHOLDER_PREFIX, TOKEN_PREFIX, TokenHash, chain_hash,
+    looks_like_agent_key, looks_like_placeholder, looks_like_token, placeholder_from,
+};
 pub use value::SecretValue;

@@ -10,6 +10,12 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 pub const TOKEN_PREFIX: &str = "sqt_";
+/// Prefix of agent keys: an agent's own credential for the agent API and the forward proxy.
+pub const AGENT_KEY_PREFIX: &str = "sqa_";
+/// A placeholder is `<<SECRET_` + 12 base62 characters + `>>`.
+pub const PLACEHOLDER_PREFIX: &str = "<<SECRET_";
+const PLACEHOLDER_SUFFIX: &str = ">>";
+const PLACEHOLDER_BODY: usize = 12;
 const RANDOM_LEN: usize = 32;
 const CHECKSUM_LEN: usize = 6;
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -19,9 +25,19 @@ const HASH_LABEL: &[u8] = b"sequester/v1/token\0";
 pub struct IssuedToken(Zeroizing<String>);
 
 impl IssuedToken {
+    /// A new `sqt_` token.
     pub fn generate() -> Self {
-        let mut s = Zeroizing::new(String::with_capacity(TOKEN_PREFIX.len() + 38));
-        s.push_str(TOKEN_PREFIX);
+        Self::with_prefix(TOKEN_PREFIX)
+    }
+
+    /// A new `sqa_` agent key.
+    pub fn agent_key() -> Self {
+        Self::with_prefix(AGENT_KEY_PREFIX)
+    }
+
+    fn with_prefix(prefix: &str) -> Self {
+        let mut s = Zeroizing::new(String::with_capacity(prefix.len() + 38));
+        s.push_str(prefix);
         let mut filled = 0;
         while filled < RANDOM_LEN {
             // Rejection sampling keeps the alphabet uniform: 248 = 4 * 62.
@@ -35,7 +51,7 @@ impl IssuedToken {
                 }
             }
         }
-        let checksum = checksum(&s[TOKEN_PREFIX.len()..]);
+        let checksum = checksum(&s[prefix.len()..]);
         s.push_str(&checksum);
         Self(s)
     }
@@ -62,9 +78,36 @@ fn checksum(random_part: &str) -> String {
 
 /// Whether `s` has the exact shape of a Sequester token, checksum included.
 pub fn looks_like_token(s: &str) -> bool {
-    let Some(body) = s.strip_prefix(TOKEN_PREFIX) else {
-        return false;
-    };
+    s.strip_prefix(TOKEN_PREFIX).is_some_and(well_formed_body)
+}
+
+/// Whether `s` has the exact shape of an agent key, checksum included.
+pub fn looks_like_agent_key(s: &str) -> bool {
+    s.strip_prefix(AGENT_KEY_PREFIX)
+        .is_some_and(well_formed_body)
+}
+
+/// The placeholder derived from a keyed hash (see `DataKey::mac`).
+pub fn placeholder_from(mac: &[u8; 32]) -> String {
+    let mut s = String::with_capacity(PLACEHOLDER_PREFIX.len() + PLACEHOLDER_BODY + 2);
+    s.push_str(PLACEHOLDER_PREFIX);
+    for b in mac.iter().take(PLACEHOLDER_BODY) {
+        s.push(char::from(BASE62[usize::from(*b) % 62]));
+    }
+    s.push_str(PLACEHOLDER_SUFFIX);
+    s
+}
+
+/// Whether `s` is exactly a placeholder `<<SECRET_xxxxxxxxxxxx>>`.
+pub fn looks_like_placeholder(s: &str) -> bool {
+    s.strip_prefix(PLACEHOLDER_PREFIX)
+        .and_then(|rest| rest.strip_suffix(PLACEHOLDER_SUFFIX))
+        .is_some_and(|body| {
+            body.len() == PLACEHOLDER_BODY && body.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+}
+
+fn well_formed_body(body: &str) -> bool {
     if body.len() != RANDOM_LEN + CHECKSUM_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return false;
     }
@@ -124,6 +167,18 @@ mod tests {
         assert_ne!(a.reveal(), b.reveal());
         assert_ne!(a.hash(), b.hash());
         assert!(a.hash().ct_eq(&TokenHash::of(a.reveal())));
+    }
+
+    #[test]
+    fn agent_keys_and_placeholders() {
+        let k = IssuedToken::agent_key();
+        assert!(looks_like_agent_key(k.reveal()));
+        assert!(!looks_like_token(k.reveal()));
+        let p = placeholder_from(&[200; 32]);
+        assert_eq!(p.len(), 9 + 12 + 2);
+        assert!(looks_like_placeholder(&p));
+        assert!(!looks_like_placeholder("<<SECRET_short>>"));
+        assert!(!looks_like_placeholder(&p.replace(">>", ">")));
     }
 
     #[test]

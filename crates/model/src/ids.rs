@@ -78,6 +78,12 @@ id_type!(
     "tok_"
 );
 
+id_type!(
+    /// Identifies an agent key. Safe to log and display: it is not the key.
+    AgentKeyId,
+    "key_"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,12 +22,12 @@ mod time;
 
 pub use code::ErrorCode;
 pub use host::{HostPattern, ParseHostError};
-pub use ids::{AgentId, SecretId, TenantId, TokenId};
+pub use ids::{AgentId, AgentKeyId, SecretId, TenantId, TokenId};
 pub use inject::{InjectionRule, ParseInjectionError};
 pub use name::{AgentName, NAME_MAX_LEN, ParseNameError, SecretName, ServiceName, TenantName};
 pub use records::{
-    Agent, AgentState, SecretMeta, SecretState, Service, Tenant, TokenMeta, TokenState,
-    VersionMeta, VersionState,
+    Agent, AgentKeyMeta, AgentState, SecretMeta, SecretOrigin, SecretState, Service, Tenant,
+    TokenKind, TokenMeta, TokenState, VersionMeta, VersionState,
 };
 pub use service::{BaseUrl, ParseUrlError, Scheme};
 pub use time::{ParseDurationError, Timestamp, parse_duration};

@@ -1,8 +1,8 @@
 //! Metadata records as the store returns them. None of them holds a secret value or a token.
 
 use crate::{
-    AgentId, AgentName, BaseUrl, HostPattern, InjectionRule, SecretId, SecretName, ServiceName,
-    TenantId, TenantName, Timestamp, TokenId,
+    AgentId, AgentKeyId, AgentName, BaseUrl, HostPattern, InjectionRule, SecretId, SecretName,
+    ServiceName, TenantId, TenantName, Timestamp, TokenId,
 };
 use serde::Serialize;
 
@@ -57,6 +57,25 @@ impl SecretState {
     }
 }
 
+/// How a secret came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretOrigin {
+    /// Added by an operator (`secret add`).
+    Admin,
+    /// Detected in text an agent sent to the sanitizer, and sealed on the spot.
+    Sanitized,
+}
+
+impl SecretOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Sanitized => "sanitized",
+        }
+    }
+}
+
 /// Everything about a secret except its value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SecretMeta {
@@ -72,6 +91,7 @@ pub struct SecretMeta {
     pub rotated_at: Option<Timestamp>,
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    pub origin: SecretOrigin,
 }
 
 impl SecretMeta {
@@ -127,11 +147,22 @@ pub enum TokenState {
     Expired,
 }
 
+/// What an agent holds for a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// `sqt_…`, issued by an operator.
+    Token,
+    /// `<<SECRET_…>>`, handed back by the sanitizer for a secret the agent pasted.
+    Placeholder,
+}
+
 /// An issued token's metadata. The token itself is shown once at issue and stored only as a
 /// hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TokenMeta {
     pub id: TokenId,
+    pub kind: TokenKind,
     pub tenant_id: TenantId,
     pub agent_id: AgentId,
     pub agent: AgentName,
@@ -163,4 +194,29 @@ pub struct Service {
     /// The injection rule for secrets that do not set their own.
     pub injection: Option<InjectionRule>,
     pub created_at: Timestamp,
+}
+
+/// An agent key's metadata: the agent's own credential for the agent API and the forward
+/// proxy. The key itself is shown once and stored only as a hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentKeyMeta {
+    pub id: AgentKeyId,
+    pub tenant_id: TenantId,
+    pub agent_id: AgentId,
+    pub agent: AgentName,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl AgentKeyMeta {
+    pub fn state(&self, now: Timestamp) -> TokenState {
+        if self.revoked_at.is_some() {
+            TokenState::Revoked
+        } else if self.expires_at.is_some_and(|e| e <= now) {
+            TokenState::Expired
+        } else {
+            TokenState::Active
+        }
+    }
 }

@@ -1,6 +1,7 @@
 use sequester_crypto::{DataKey, TokenHash};
 use sequester_model::{
-    Agent, AgentId, SecretId, SecretMeta, Service, ServiceName, TenantId, TokenMeta,
+    Agent, AgentId, AgentKeyMeta, ErrorCode, SecretId, SecretMeta, Service, ServiceName, TenantId,
+    Timestamp, TokenMeta,
 };
 use sequester_store::{SealedVersion, SnapshotData};
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ impl SecretEntry {
 pub struct Snapshot {
     counter: i64,
     tokens: HashMap<TokenHash, TokenMeta>,
+    agent_keys: HashMap<TokenHash, AgentKeyMeta>,
     agents: HashMap<AgentId, Agent>,
     secrets: HashMap<SecretId, Arc<SecretEntry>>,
     keys: HashMap<TenantId, Arc<DataKey>>,
@@ -39,6 +41,7 @@ impl Snapshot {
         Self {
             counter: -1,
             tokens: HashMap::new(),
+            agent_keys: HashMap::new(),
             agents: HashMap::new(),
             secrets: HashMap::new(),
             keys: HashMap::new(),
@@ -50,6 +53,7 @@ impl Snapshot {
         Self {
             counter: data.counter,
             tokens: data.tokens.into_iter().collect(),
+            agent_keys: data.agent_keys.into_iter().collect(),
             agents: data.agents.into_iter().map(|a| (a.id.clone(), a)).collect(),
             secrets: data
                 .secrets
@@ -106,6 +110,43 @@ impl Snapshot {
 
     pub(crate) fn key(&self, tenant: &TenantId) -> Option<&Arc<DataKey>> {
         self.keys.get(tenant)
+    }
+
+    /// The agent an agent key (`sqa_…`) authenticates, if the key and the agent are active.
+    pub fn authenticate_agent(
+        &self,
+        key: &TokenHash,
+        now: Timestamp,
+    ) -> Result<(&AgentKeyMeta, &Agent), (ErrorCode, &'static str)> {
+        let Some((stored, meta)) = self.agent_keys.get_key_value(key) else {
+            return Err((
+                ErrorCode::UnknownToken,
+                "the agent key is not known to this broker",
+            ));
+        };
+        if !stored.ct_eq(key) {
+            return Err((
+                ErrorCode::UnknownToken,
+                "the agent key is not known to this broker",
+            ));
+        }
+        if meta.revoked_at.is_some() {
+            return Err((ErrorCode::TokenRevoked, "this agent key was revoked"));
+        }
+        if meta.expires_at.is_some_and(|e| e <= now) {
+            return Err((ErrorCode::TokenExpired, "this agent key has expired"));
+        }
+        let Some(agent) = self
+            .agents
+            .get(&meta.agent_id)
+            .filter(|a| a.tenant_id == meta.tenant_id)
+        else {
+            return Err((ErrorCode::UnknownToken, "the key's agent no longer exists"));
+        };
+        if agent.disabled_at.is_some() {
+            return Err((ErrorCode::AgentDisabled, "this agent is disabled"));
+        }
+        Ok((meta, agent))
     }
 
     /// A tenant's custom service by name.

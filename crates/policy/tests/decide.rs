@@ -13,6 +13,7 @@ use sequester_model::{
     Agent, AgentId, AgentName, ErrorCode, HostPattern, SecretId, SecretMeta, SecretName, Tenant,
     TenantId, TenantName, Timestamp, TokenId, TokenMeta,
 };
+use sequester_model::{SecretOrigin, TokenKind};
 use sequester_policy::{Decision, Request, Snapshot, decide};
 use sequester_store::{SealedVersion, SnapshotData, SnapshotSecret};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ fn world(tweak: impl FnOnce(&mut SnapshotData)) -> Snapshot {
         agents: vec![],
         secrets: vec![],
         tokens: vec![],
+        agent_keys: vec![],
         services: vec![],
     };
     for t in [1u8, 2] {
@@ -63,6 +65,7 @@ fn world(tweak: impl FnOnce(&mut SnapshotData)) -> Snapshot {
             rotated_at: None,
             expires_at: None,
             revoked_at: None,
+            origin: SecretOrigin::Admin,
         };
         let sealed = seal_version(
             &key,
@@ -79,6 +82,7 @@ fn world(tweak: impl FnOnce(&mut SnapshotData)) -> Snapshot {
             TokenHash::of(&format!("token-{t}")),
             TokenMeta {
                 id: id(TokenId::from_random, t),
+                kind: TokenKind::Token,
                 tenant_id: tenant.id.clone(),
                 agent_id: agent.id.clone(),
                 agent: agent.name.clone(),

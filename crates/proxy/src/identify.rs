@@ -4,10 +4,13 @@
 
 use base64::Engine as _;
 use http::HeaderMap;
-use sequester_crypto::{TOKEN_PREFIX, TokenHash, looks_like_token};
+use sequester_crypto::{
+    PLACEHOLDER_PREFIX, TOKEN_PREFIX, TokenHash, looks_like_placeholder, looks_like_token,
+};
 use zeroize::Zeroizing;
 
 const TOKEN_LEN: usize = 42;
+const PLACEHOLDER_LEN: usize = 9 + 12 + 2;
 
 /// Why the request's credentials could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,11 +21,24 @@ pub enum IdentifyError {
     Several,
 }
 
-/// Every well-formed token in `bytes`.
+/// Every well-formed token (`sqt_…`) and placeholder (`<<SECRET_…>>`) in `bytes`.
 fn tokens_in(bytes: &[u8], out: &mut Vec<Zeroizing<String>>) {
     let prefix = TOKEN_PREFIX.as_bytes();
     let mut i = 0;
-    while i + TOKEN_LEN <= bytes.len() {
+    while i < bytes.len() {
+        if bytes[i..].starts_with(PLACEHOLDER_PREFIX.as_bytes())
+            && let Some(candidate) = bytes.get(i..i + PLACEHOLDER_LEN)
+            && let Ok(candidate) = std::str::from_utf8(candidate)
+            && looks_like_placeholder(candidate)
+        {
+            out.push(Zeroizing::new(candidate.to_owned()));
+            i += PLACEHOLDER_LEN;
+            continue;
+        }
+        if i + TOKEN_LEN > bytes.len() {
+            i += 1;
+            continue;
+        }
         if bytes[i..].starts_with(prefix)
             && let Ok(candidate) = std::str::from_utf8(&bytes[i..i + TOKEN_LEN])
         {
@@ -181,6 +197,20 @@ mod tests {
                 assert!(!q.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn placeholders_count_as_tokens() {
+        let p = sequester_crypto::placeholder_from(&[9; 32]);
+        let mut h = headers(&[("authorization", &format!("Bearer {p}"))]);
+        let (got, _) = extract(&mut h, None);
+        assert_eq!(got.map(|x| x.hash).ok(), Some(TokenHash::of(&p)));
+        assert!(h.is_empty());
+        let encoded = p.replace('<', "%3C").replace('>', "%3E");
+        let mut h = HeaderMap::new();
+        let (got, q) = extract(&mut h, Some(&format!("key={encoded}&a=1")));
+        assert_eq!(got.map(|x| x.hash).ok(), Some(TokenHash::of(&p)));
+        assert_eq!(q.as_deref(), Some("a=1"));
     }
 
     #[test]

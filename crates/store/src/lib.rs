@@ -25,6 +25,6 @@ pub use datadir::{DataDir, KeyMode, PassphraseSource};
 pub use error::StoreError;
 pub use sqlite::SqliteStore;
 pub use store::{
-    MAX_VALUE_LEN, NewReceipt, NewSecret, OpenedVersion, ReceiptFilter, ReceiptRow, SealedVersion,
-    SnapshotData, SnapshotSecret, Store, validate_value,
+    MAX_VALUE_LEN, NewReceipt, NewSecret, OpenedVersion, ReceiptFilter, ReceiptRow, Sanitized,
+    SealedVersion, SnapshotData, SnapshotSecret, Store, validate_value,
 };

@@ -46,9 +46,13 @@ CREATE TABLE secrets (
     rotated_at      INTEGER,
     expires_at      INTEGER,
     revoked_at      INTEGER,
+    origin          TEXT NOT NULL DEFAULT 'admin' CHECK (origin IN ('admin', 'sanitized')),
+    -- Keyed hash of the value (sanitized secrets only), to recognise the same paste.
+    value_mac       BLOB,
     UNIQUE (tenant_id, name),
     UNIQUE (tenant_id, id)
 ) STRICT;
+CREATE UNIQUE INDEX secrets_by_mac ON secrets (tenant_id, value_mac) WHERE value_mac IS NOT NULL;
 
 CREATE TABLE secret_versions (
     tenant_id    TEXT NOT NULL,
@@ -74,9 +78,11 @@ CREATE TABLE grants (
     FOREIGN KEY (tenant_id, secret_id) REFERENCES secrets (tenant_id, id) ON DELETE CASCADE
 ) STRICT;
 
+-- Tokens (sqt_…) and placeholders (<<SECRET_…>>): both bind one agent to one secret.
 CREATE TABLE tokens (
     tenant_id  TEXT NOT NULL,
     id         TEXT NOT NULL PRIMARY KEY,
+    kind       TEXT NOT NULL DEFAULT 'token' CHECK (kind IN ('token', 'placeholder')),
     hash       BLOB NOT NULL UNIQUE,
     agent_id   TEXT NOT NULL,
     secret_id  TEXT NOT NULL,
@@ -87,6 +93,18 @@ CREATE TABLE tokens (
         REFERENCES grants (tenant_id, agent_id, secret_id) ON DELETE CASCADE
 ) STRICT;
 CREATE INDEX tokens_by_tenant ON tokens (tenant_id, created_at);
+
+-- Agent keys (sqa_…): an agent's own credential for the agent API and the forward proxy.
+CREATE TABLE agent_keys (
+    tenant_id  TEXT NOT NULL,
+    id         TEXT NOT NULL PRIMARY KEY,
+    hash       BLOB NOT NULL UNIQUE,
+    agent_id   TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER,
+    FOREIGN KEY (tenant_id, agent_id) REFERENCES agents (tenant_id, id) ON DELETE CASCADE
+) STRICT;
 
 -- Custom services of a tenant (presets and config-file services are not stored).
 CREATE TABLE services (

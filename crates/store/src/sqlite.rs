@@ -2,19 +2,19 @@
 
 use crate::keyring::Keyring;
 use crate::store::{
-    NewReceipt, NewSecret, OpenedVersion, ReceiptFilter, ReceiptRow, SealedVersion, SnapshotData,
-    SnapshotSecret, Store, validate_value,
+    NewReceipt, NewSecret, OpenedVersion, ReceiptFilter, ReceiptRow, Sanitized, SealedVersion,
+    SnapshotData, SnapshotSecret, Store, validate_value,
 };
 use crate::{StoreError, migrate};
 use async_trait::async_trait;
 use sequester_crypto::{
     DataKey, IssuedToken, KeyCheck, MasterKey, SecretValue, SecretVersionAad, TokenHash,
-    chain_hash, open_version, random_bytes, seal_version,
+    chain_hash, open_version, placeholder_from, random_bytes, seal_version,
 };
 use sequester_model::{
-    Agent, AgentId, AgentName, BaseUrl, HostPattern, InjectionRule, SecretId, SecretMeta,
-    SecretName, SecretState, Service, ServiceName, Tenant, TenantId, TenantName, Timestamp,
-    TokenId, TokenMeta, VersionMeta,
+    Agent, AgentId, AgentKeyId, AgentKeyMeta, AgentName, BaseUrl, HostPattern, InjectionRule,
+    SecretId, SecretMeta, SecretName, SecretOrigin, SecretState, Service, ServiceName, Tenant,
+    TenantId, TenantName, Timestamp, TokenId, TokenKind, TokenMeta, VersionMeta,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
 use sqlx::{ConnectOptions as _, Connection as _, Row as _, SqliteConnection};
@@ -128,7 +128,7 @@ struct TenantRow {
     wrapped_key: Vec<u8>,
 }
 
-const SECRET_COLUMNS: &str = "id, tenant_id, name, hosts, injection, current_version, created_at, rotated_at, expires_at, revoked_at";
+const SECRET_COLUMNS: &str = "id, tenant_id, name, hosts, injection, current_version, created_at, rotated_at, expires_at, revoked_at, origin";
 
 fn secret_from_row(row: &SqliteRow) -> Result<SecretMeta, StoreError> {
     let name: String = row.try_get("name")?;
@@ -156,6 +156,11 @@ fn secret_from_row(row: &SqliteRow) -> Result<SecretMeta, StoreError> {
         rotated_at: opt_ts(row.try_get("rotated_at")?),
         expires_at: opt_ts(row.try_get("expires_at")?),
         revoked_at: opt_ts(row.try_get("revoked_at")?),
+        origin: match row.try_get::<String, _>("origin")?.as_str() {
+            "admin" => SecretOrigin::Admin,
+            "sanitized" => SecretOrigin::Sanitized,
+            _ => return Err(StoreError::corrupt(format!("origin of secret {name}"))),
+        },
     })
 }
 
@@ -179,7 +184,7 @@ fn tenant_from_row(row: &SqliteRow) -> Result<Tenant, StoreError> {
     })
 }
 
-const TOKEN_SELECT: &str = "SELECT t.id, t.tenant_id, t.agent_id, a.name AS agent_name, t.secret_id, s.name AS secret_name, t.created_at, t.expires_at, t.revoked_at, t.hash
+const TOKEN_SELECT: &str = "SELECT t.id, t.kind, t.tenant_id, t.agent_id, a.name AS agent_name, t.secret_id, s.name AS secret_name, t.created_at, t.expires_at, t.revoked_at, t.hash
      FROM tokens t
      JOIN agents a ON a.tenant_id = t.tenant_id AND a.id = t.agent_id
      JOIN secrets s ON s.tenant_id = t.tenant_id AND s.id = t.secret_id";
@@ -189,6 +194,11 @@ fn token_from_row(row: &SqliteRow) -> Result<TokenMeta, StoreError> {
     let secret: String = row.try_get("secret_name")?;
     Ok(TokenMeta {
         id: TokenId::from_stored(row.try_get("id")?),
+        kind: match row.try_get::<String, _>("kind")?.as_str() {
+            "token" => TokenKind::Token,
+            "placeholder" => TokenKind::Placeholder,
+            _ => return Err(StoreError::corrupt("token kind")),
+        },
         tenant_id: TenantId::from_stored(row.try_get("tenant_id")?),
         agent_id: AgentId::from_stored(row.try_get("agent_id")?),
         agent: AgentName::parse(&agent).map_err(|_| StoreError::corrupt("agent name"))?,
@@ -215,6 +225,30 @@ fn service_from_row(row: &SqliteRow) -> Result<Service, StoreError> {
             .map_err(|_| StoreError::corrupt(format!("injection rule of service {name}")))?,
         created_at: ts(row.try_get("created_at")?),
     })
+}
+
+const AGENT_KEY_SELECT: &str = "SELECT k.id, k.tenant_id, k.agent_id, a.name AS agent_name, k.created_at, k.expires_at, k.revoked_at, k.hash
+     FROM agent_keys k JOIN agents a ON a.tenant_id = k.tenant_id AND a.id = k.agent_id";
+
+fn agent_key_from_row(row: &SqliteRow) -> Result<AgentKeyMeta, StoreError> {
+    let agent: String = row.try_get("agent_name")?;
+    Ok(AgentKeyMeta {
+        id: AgentKeyId::from_stored(row.try_get("id")?),
+        tenant_id: TenantId::from_stored(row.try_get("tenant_id")?),
+        agent_id: AgentId::from_stored(row.try_get("agent_id")?),
+        agent: AgentName::parse(&agent).map_err(|_| StoreError::corrupt("agent name"))?,
+        created_at: ts(row.try_get("created_at")?),
+        expires_at: opt_ts(row.try_get("expires_at")?),
+        revoked_at: opt_ts(row.try_get("revoked_at")?),
+    })
+}
+
+fn hash_from_row(row: &SqliteRow) -> Result<TokenHash, StoreError> {
+    let hash: Vec<u8> = row.try_get("hash")?;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| StoreError::corrupt("token hash"))?;
+    Ok(TokenHash::from_bytes(hash))
 }
 
 const RECEIPT_COLUMNS: &str =
@@ -863,6 +897,7 @@ impl Store for SqliteStore {
         tx.commit().await?;
         let meta = TokenMeta {
             id,
+            kind: TokenKind::Token,
             tenant_id: tenant.clone(),
             agent_id: agent_row.id,
             agent: agent_row.name,
@@ -920,11 +955,7 @@ impl Store for SqliteStore {
             .fetch_optional(&mut *self.lock().await?)
             .await?;
         let Some(row) = row else { return Ok(None) };
-        let stored: Vec<u8> = row.try_get("hash")?;
-        let stored: [u8; 32] = stored
-            .try_into()
-            .map_err(|_| StoreError::corrupt("token hash"))?;
-        if !TokenHash::from_bytes(stored).ct_eq(hash) {
+        if !hash_from_row(&row)?.ct_eq(hash) {
             return Ok(None);
         }
         token_from_row(&row).map(Some)
@@ -1071,13 +1102,13 @@ impl Store for SqliteStore {
             .fetch_all(&mut *tx)
             .await?
             .iter()
-            .map(|row| {
-                let hash: Vec<u8> = row.try_get("hash")?;
-                let hash: [u8; 32] = hash
-                    .try_into()
-                    .map_err(|_| StoreError::corrupt("token hash"))?;
-                Ok((TokenHash::from_bytes(hash), token_from_row(row)?))
-            })
+            .map(|row| Ok((hash_from_row(row)?, token_from_row(row)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let agent_keys = sqlx::query(AGENT_KEY_SELECT)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| Ok((hash_from_row(row)?, agent_key_from_row(row)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         let services =
             sqlx::query("SELECT tenant_id, name, base_url, injection, created_at FROM services")
@@ -1093,6 +1124,7 @@ impl Store for SqliteStore {
             agents,
             secrets,
             tokens,
+            agent_keys,
             services,
         })
     }
@@ -1226,6 +1258,238 @@ impl Store for SqliteStore {
             }
             Some(_) => Err(StoreError::corrupt("receipt head")),
         }
+    }
+
+    async fn sanitize_secret(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        provider: &str,
+        hosts: &[HostPattern],
+        value: SecretValue,
+        now: Timestamp,
+    ) -> Result<Sanitized, StoreError> {
+        validate_value(&value)?;
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
+        let (tenant_name, key) = self.data_key(&mut tx, tenant).await?;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a keyed hash of the value recognises the same paste without storing it"
+        )]
+        let mac = key.mac("sanitize/value", &[value.expose()]);
+        let existing: Option<(String,)> =
+            sqlx::query_as("SELECT name FROM secrets WHERE tenant_id = ? AND value_mac = ?")
+                .bind(tenant.as_str())
+                .bind(mac.as_slice())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let agent_row = sqlx::query(
+            "SELECT id, tenant_id, name, created_at, disabled_at FROM agents WHERE tenant_id = ? AND id = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(agent.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::AgentNotFound {
+            tenant: tenant_name.clone(),
+            name: agent.to_string(),
+        })?;
+        let agent_row = agent_from_row(&agent_row)?;
+        if agent_row.disabled_at.is_some() {
+            return Err(StoreError::AgentDisabled {
+                name: agent_row.name.to_string(),
+            });
+        }
+        let (secret, created) = match existing {
+            Some((name,)) => {
+                let name =
+                    SecretName::parse(&name).map_err(|_| StoreError::corrupt("secret name"))?;
+                (
+                    Self::fetch_secret(&mut tx, tenant, &tenant_name, &name).await?,
+                    false,
+                )
+            }
+            None => {
+                let provider_label: String = provider
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .take(40)
+                    .collect();
+                let provider_label = if provider_label.is_empty() {
+                    "secret".to_owned()
+                } else {
+                    provider_label.to_ascii_lowercase()
+                };
+                let name = SecretName::parse(&format!(
+                    "{provider_label}-{}",
+                    mac.iter()
+                        .take(5)
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                ))
+                .map_err(|_| StoreError::corrupt("generated secret name"))?;
+                let id = SecretId::from_random(random_bytes());
+                let sealed = seal_version(
+                    &key,
+                    &SecretVersionAad {
+                        tenant_id: tenant.as_str(),
+                        secret_id: id.as_str(),
+                        secret_name: name.as_str(),
+                        version: 1,
+                    },
+                    &value,
+                )?;
+                let hosts: Vec<String> = hosts.iter().map(ToString::to_string).collect();
+                let hosts_json =
+                    serde_json::to_string(&hosts).map_err(|_| StoreError::corrupt("host list"))?;
+                sqlx::query(
+                    "INSERT INTO secrets (tenant_id, id, name, hosts, injection, current_version, created_at, origin, value_mac)
+                     VALUES (?, ?, ?, ?, NULL, 1, ?, 'sanitized', ?)",
+                )
+                .bind(tenant.as_str())
+                .bind(id.as_str())
+                .bind(name.as_str())
+                .bind(&hosts_json)
+                .bind(now.unix())
+                .bind(mac.as_slice())
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO secret_versions (tenant_id, secret_id, version, sealed, created_at) VALUES (?, ?, 1, ?, ?)",
+                )
+                .bind(tenant.as_str())
+                .bind(id.as_str())
+                .bind(sealed)
+                .bind(now.unix())
+                .execute(&mut *tx)
+                .await?;
+                (
+                    Self::fetch_secret(&mut tx, tenant, &tenant_name, &name).await?,
+                    true,
+                )
+            }
+        };
+        drop(value);
+        sqlx::query(
+            "INSERT INTO grants (tenant_id, agent_id, secret_id, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(agent.as_str())
+        .bind(secret.id.as_str())
+        .bind(now.unix())
+        .execute(&mut *tx)
+        .await?;
+        let placeholder = placeholder_from(&key.mac(
+            "sanitize/placeholder",
+            &[agent.as_str().as_bytes(), secret.id.as_str().as_bytes()],
+        ));
+        sqlx::query(
+            "INSERT INTO tokens (tenant_id, id, kind, hash, agent_id, secret_id, created_at)
+             VALUES (?, ?, 'placeholder', ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(TokenId::from_random(random_bytes()).as_str())
+        .bind(TokenHash::of(&placeholder).as_bytes().as_slice())
+        .bind(agent.as_str())
+        .bind(secret.id.as_str())
+        .bind(now.unix())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Sanitized {
+            placeholder,
+            secret,
+            created,
+        })
+    }
+
+    async fn issue_agent_key(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentName,
+        ttl: Option<Duration>,
+        now: Timestamp,
+    ) -> Result<(IssuedToken, AgentKeyMeta), StoreError> {
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
+        let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
+        let agent_row = Self::fetch_agent(&mut tx, tenant, &tenant_name, agent).await?;
+        if agent_row.disabled_at.is_some() {
+            return Err(StoreError::AgentDisabled {
+                name: agent.to_string(),
+            });
+        }
+        let key = IssuedToken::agent_key();
+        let id = AgentKeyId::from_random(random_bytes());
+        let expires_at = ttl.map(|ttl| now.plus(ttl));
+        sqlx::query(
+            "INSERT INTO agent_keys (tenant_id, id, hash, agent_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .bind(key.hash().as_bytes().as_slice())
+        .bind(agent_row.id.as_str())
+        .bind(now.unix())
+        .bind(expires_at.map(Timestamp::unix))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((
+            key,
+            AgentKeyMeta {
+                id,
+                tenant_id: tenant.clone(),
+                agent_id: agent_row.id,
+                agent: agent_row.name,
+                created_at: now,
+                expires_at,
+                revoked_at: None,
+            },
+        ))
+    }
+
+    async fn list_agent_keys(&self, tenant: &TenantId) -> Result<Vec<AgentKeyMeta>, StoreError> {
+        sqlx::query(&format!(
+            "{AGENT_KEY_SELECT} WHERE k.tenant_id = ? ORDER BY k.created_at, k.id"
+        ))
+        .bind(tenant.as_str())
+        .fetch_all(&mut *self.lock().await?)
+        .await?
+        .iter()
+        .map(agent_key_from_row)
+        .collect()
+    }
+
+    async fn revoke_agent_key(
+        &self,
+        tenant: &TenantId,
+        id: &AgentKeyId,
+        now: Timestamp,
+    ) -> Result<AgentKeyMeta, StoreError> {
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
+        let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
+        sqlx::query("UPDATE agent_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE tenant_id = ? AND id = ?")
+            .bind(now.unix())
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(&format!(
+            "{AGENT_KEY_SELECT} WHERE k.tenant_id = ? AND k.id = ?"
+        ))
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::TokenNotFound {
+            tenant: tenant_name,
+            id: id.to_string(),
+        })?;
+        let meta = agent_key_from_row(&row)?;
+        tx.commit().await?;
+        Ok(meta)
     }
 
     async fn change_counter(&self) -> Result<i64, StoreError> {

@@ -2,8 +2,9 @@ use crate::StoreError;
 use async_trait::async_trait;
 use sequester_crypto::{DataKey, IssuedToken, SecretValue, TokenHash};
 use sequester_model::{
-    Agent, AgentName, BaseUrl, HostPattern, InjectionRule, SecretMeta, SecretName, Service,
-    ServiceName, Tenant, TenantId, TenantName, Timestamp, TokenId, TokenMeta, VersionMeta,
+    Agent, AgentId, AgentKeyId, AgentKeyMeta, AgentName, BaseUrl, HostPattern, InjectionRule,
+    SecretMeta, SecretName, Service, ServiceName, Tenant, TenantId, TenantName, Timestamp, TokenId,
+    TokenMeta, VersionMeta,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +68,18 @@ pub struct SnapshotData {
     pub agents: Vec<Agent>,
     pub secrets: Vec<SnapshotSecret>,
     pub tokens: Vec<(TokenHash, TokenMeta)>,
+    pub agent_keys: Vec<(TokenHash, AgentKeyMeta)>,
     pub services: Vec<Service>,
+}
+
+/// The outcome of sanitizing one detected value.
+#[derive(Debug, Clone)]
+pub struct Sanitized {
+    /// `<<SECRET_…>>`: the same for the same agent and value, every time.
+    pub placeholder: String,
+    pub secret: SecretMeta,
+    /// False when the value was already in the vault (pasted before).
+    pub created: bool,
 }
 
 /// A receipt to append. The store assigns the sequence number and links it into the chain.
@@ -204,6 +216,36 @@ pub trait Store: Send + Sync {
     /// Looks a token up by its hash, across tenants: the token itself says which tenant it
     /// belongs to, and everything it resolves to is then read within that tenant.
     async fn find_token(&self, hash: &TokenHash) -> Result<Option<TokenMeta>, StoreError>;
+
+    /// Seals a value detected in an agent's text as a secret of the agent's tenant (allowed
+    /// only toward `hosts`; an existing secret with the same value is reused and its hosts are
+    /// never widened), grants it to the agent, and returns the agent's placeholder for it.
+    async fn sanitize_secret(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        provider: &str,
+        hosts: &[HostPattern],
+        value: SecretValue,
+        now: Timestamp,
+    ) -> Result<Sanitized, StoreError>;
+
+    // Agent keys.
+    /// Issues an agent key (`sqa_…`), the agent's own credential; shown once, stored hashed.
+    async fn issue_agent_key(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentName,
+        ttl: Option<Duration>,
+        now: Timestamp,
+    ) -> Result<(IssuedToken, AgentKeyMeta), StoreError>;
+    async fn list_agent_keys(&self, tenant: &TenantId) -> Result<Vec<AgentKeyMeta>, StoreError>;
+    async fn revoke_agent_key(
+        &self,
+        tenant: &TenantId,
+        id: &AgentKeyId,
+        now: Timestamp,
+    ) -> Result<AgentKeyMeta, StoreError>;
 
     // Services.
     async fn add_service(

@@ -998,3 +998,99 @@ async fn receipts_chain_and_head() {
         .unwrap();
     assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3]);
 }
+
+#[tokio::test]
+async fn sanitizing_seals_once_and_gives_each_agent_a_stable_placeholder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, store, tenant) = init(tmp.path()).await;
+    let a = store
+        .create_agent(&tenant, &AgentName::parse("a").unwrap(), T0)
+        .await
+        .unwrap();
+    let b = store
+        .create_agent(&tenant, &AgentName::parse("b").unwrap(), T0)
+        .await
+        .unwrap();
+    let hosts = vec![sequester_model::HostPattern::parse("api.github.com").unwrap()];
+    let value_text = "ghp_sanitizeCanary0123456789abcdefABCD";
+    let first = store
+        .sanitize_secret(&tenant, &a.id, "github", &hosts, value(value_text), T0)
+        .await
+        .unwrap();
+    assert!(first.created);
+    assert!(
+        sequester_crypto::looks_like_placeholder(&first.placeholder),
+        "{}",
+        first.placeholder
+    );
+    assert_eq!(
+        first.secret.origin,
+        sequester_model::SecretOrigin::Sanitized
+    );
+    assert_eq!(first.secret.hosts, hosts);
+    assert!(first.secret.name.as_str().starts_with("github-"));
+    // The same paste again: same secret, same placeholder.
+    let again = store
+        .sanitize_secret(&tenant, &a.id, "github", &hosts, value(value_text), T0)
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.placeholder, first.placeholder);
+    // Another agent pasting it gets its own placeholder for the same secret; asking for wider
+    // hosts never widens the secret.
+    let wider = vec![sequester_model::HostPattern::parse("evil.example").unwrap()];
+    let other = store
+        .sanitize_secret(&tenant, &b.id, "github", &wider, value(value_text), T0)
+        .await
+        .unwrap();
+    assert_eq!(other.secret.id, first.secret.id);
+    assert_ne!(other.placeholder, first.placeholder);
+    assert_eq!(
+        store
+            .secret(&tenant, &first.secret.name)
+            .await
+            .unwrap()
+            .hosts,
+        hosts
+    );
+    // The placeholder resolves like a token of that agent.
+    let found = store
+        .find_token(&TokenHash::of(&first.placeholder))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.agent_id, a.id);
+    assert_eq!(found.kind, sequester_model::TokenKind::Placeholder);
+    let opened = store
+        .open_usable(&tenant, &first.secret.name, T0)
+        .await
+        .unwrap();
+    assert_eq!(bytes(&opened[0].value), value_text.as_bytes());
+    store.close().await;
+    let hits = scan_dir(data.root(), &forms(value_text));
+    assert!(hits.is_empty(), "{hits:?}");
+}
+
+#[tokio::test]
+async fn agent_keys_are_hashed_and_revocable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_data, store, tenant) = init(tmp.path()).await;
+    let agent = AgentName::parse("bot").unwrap();
+    store.create_agent(&tenant, &agent, T0).await.unwrap();
+    let (key, meta) = store
+        .issue_agent_key(&tenant, &agent, Some(Duration::from_secs(60)), T0)
+        .await
+        .unwrap();
+    assert!(sequester_crypto::looks_like_agent_key(key.reveal()));
+    assert_eq!(meta.expires_at, Some(T0.plus(Duration::from_secs(60))));
+    let snap = store.snapshot().await.unwrap();
+    assert_eq!(snap.agent_keys, vec![(key.hash(), meta.clone())]);
+    let revoked = store.revoke_agent_key(&tenant, &meta.id, T0).await.unwrap();
+    assert_eq!(revoked.state(T0), sequester_model::TokenState::Revoked);
+    assert_eq!(store.list_agent_keys(&tenant).await.unwrap(), vec![revoked]);
+    store.disable_agent(&tenant, &agent, T0).await.unwrap();
+    assert_eq!(
+        code(store.issue_agent_key(&tenant, &agent, None, T0).await),
+        ErrorCode::AgentDisabled
+    );
+}
