@@ -134,6 +134,24 @@ pub enum AgentCommand {
     List,
     /// Disable an agent: its tokens stop working at once
     Disable { name: String },
+    /// Manage agent keys (sqa_…): an agent's own credential for the agent API
+    #[command(subcommand)]
+    Key(AgentKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentKeyCommand {
+    /// Issue a key for an agent; it is printed once and stored only as a hash
+    Issue {
+        name: String,
+        /// The key expires after this long, e.g. 12h [default: never]
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+    /// List agent keys (ids and metadata)
+    List,
+    /// Revoke an agent key by its id (key_…)
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]

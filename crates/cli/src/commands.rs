@@ -1,8 +1,9 @@
 //! One function per command: parse input into typed values, call the store, print.
 
 use crate::args::{
-    AgentCommand, Cli, Command, InitArgs, ReceiptsArgs, ReceiptsCommand, SecretAddArgs,
-    SecretCommand, ServeArgs, ServiceCommand, TenantCommand, TenantScoped, TokenCommand,
+    AgentCommand, AgentKeyCommand, Cli, Command, InitArgs, ReceiptsArgs, ReceiptsCommand,
+    SecretAddArgs, SecretCommand, ServeArgs, ServiceCommand, TenantCommand, TenantScoped,
+    TokenCommand,
 };
 use crate::failure::Failure;
 use crate::input::{read_passphrase, read_value};
@@ -342,6 +343,7 @@ async fn agent(
                 table(&["NAME", "ID", "STATE", "CREATED"], &rows);
             }
         }
+        AgentCommand::Key(cmd) => agent_key(ctx, store, tenant, cmd).await?,
         AgentCommand::Disable { name } => {
             let name = AgentName::parse(&name)?;
             let a = store.disable_agent(&tenant, &name, ctx.now).await?;
@@ -675,6 +677,11 @@ async fn token(
                     .map(|t| {
                         vec![
                             t.id.to_string(),
+                            match t.kind {
+                                sequester_model::TokenKind::Token => "token",
+                                sequester_model::TokenKind::Placeholder => "placeholder",
+                            }
+                            .to_owned(),
                             t.agent.to_string(),
                             t.secret.to_string(),
                             token_state(t.state(ctx.now)).to_owned(),
@@ -921,6 +928,95 @@ async fn receipts(
             ],
             &rows,
         );
+    }
+    Ok(())
+}
+
+async fn agent_key(
+    ctx: &Ctx,
+    store: &SqliteStore,
+    tenant: TenantId,
+    cmd: AgentKeyCommand,
+) -> Result<(), Failure> {
+    #[derive(Serialize)]
+    struct View<'a> {
+        #[serde(flatten)]
+        meta: &'a sequester_model::AgentKeyMeta,
+        state: TokenState,
+    }
+    match cmd {
+        AgentKeyCommand::Issue { name, ttl } => {
+            let name = AgentName::parse(&name)?;
+            let ttl = ttl.as_deref().map(parse_duration).transpose()?;
+            let (key, meta) = store.issue_agent_key(&tenant, &name, ttl, ctx.now).await?;
+            if ctx.json {
+                #[derive(Serialize)]
+                struct Issued<'a> {
+                    key: &'a str,
+                    #[serde(flatten)]
+                    meta: &'a sequester_model::AgentKeyMeta,
+                }
+                json(&Issued {
+                    key: key.reveal(),
+                    meta: &meta,
+                });
+            } else {
+                println!("{}", key.reveal());
+                eprintln!(
+                    "Issued agent key {} for agent {}{}. The key is shown only this once.",
+                    meta.id,
+                    meta.agent,
+                    meta.expires_at
+                        .map(|e| format!(", expires {e}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        AgentKeyCommand::List => {
+            let keys = store.list_agent_keys(&tenant).await?;
+            if ctx.json {
+                json(
+                    &keys
+                        .iter()
+                        .map(|meta| View {
+                            meta,
+                            state: meta.state(ctx.now),
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            } else {
+                let rows = keys
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.id.to_string(),
+                            k.agent.to_string(),
+                            token_state(k.state(ctx.now)).to_owned(),
+                            k.created_at.rfc3339(),
+                            opt_time(k.expires_at),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                table(&["ID", "AGENT", "STATE", "CREATED", "EXPIRES"], &rows);
+            }
+        }
+        AgentKeyCommand::Revoke { id } => {
+            let id = sequester_model::AgentKeyId::parse(&id).ok_or_else(|| {
+                Failure::new(
+                    ErrorCode::InvalidTokenId,
+                    format!("{id:?} is not an agent key id; ids look like key_ followed by 24 hex digits (see `sequester agent key list`)"),
+                )
+            })?;
+            let meta = store.revoke_agent_key(&tenant, &id, ctx.now).await?;
+            if ctx.json {
+                json(&View {
+                    meta: &meta,
+                    state: meta.state(ctx.now),
+                });
+            } else {
+                println!("Revoked agent key {} (agent {}).", meta.id, meta.agent);
+            }
+        }
     }
     Ok(())
 }
