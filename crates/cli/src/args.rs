@@ -68,8 +68,48 @@ pub enum Command {
     /// Manage tenants (isolation zones: nothing crosses tenants)
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Find credentials in files and directories (respects .gitignore); exit 1 if any
+    Scan(ScanArgs),
+    /// Copy standard input to standard output with every credential replaced
+    Redact(RedactArgs),
     #[command(flatten)]
     InTenant(TenantScoped),
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Files and directories to scan
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Write SARIF 2.1.0 instead of a table (for code-scanning tools)
+    #[arg(long, conflicts_with = "json")]
+    pub sarif: bool,
+    /// Include each secret's text in the output (off by default: point at secrets, don't copy them)
+    #[arg(long)]
+    pub show_secrets: bool,
+    /// Scan files that .gitignore and .ignore exclude
+    #[arg(long)]
+    pub no_ignore: bool,
+    /// Skip files larger than this many bytes
+    #[arg(long, value_name = "BYTES")]
+    pub max_file_size: Option<u64>,
+    /// Additional rules (TOML, same format as the built-in rule files)
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RedactArgs {
+    /// Also seal each credential found into the vault (as the sanitize API does) and write the
+    /// agent's placeholder for it, which then works in the broker
+    #[arg(long, requires = "agent")]
+    pub seal: bool,
+    /// The agent the sealed secrets are granted to (with --seal)
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Additional rules (TOML, same format as the built-in rule files)
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
 }
 
 /// Commands that act inside one tenant (`--tenant`).

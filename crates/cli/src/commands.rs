@@ -13,6 +13,7 @@ use sequester_model::{
     ServiceName, TenantId, TenantName, Timestamp, TokenId, TokenMeta, TokenState, VersionMeta,
     VersionState, parse_duration,
 };
+use sequester_proxy::log_redact::LogRedactor;
 use sequester_store::{DataDir, KeyMode, NewSecret, SqliteStore, Store, StoreError};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -21,11 +22,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 pub struct Ctx {
-    data: DataDir,
+    pub(crate) redactor: Arc<LogRedactor>,
+    pub(crate) data: DataDir,
     passphrase_file: Option<PathBuf>,
     tenant: String,
-    json: bool,
-    now: Timestamp,
+    pub(crate) json: bool,
+    pub(crate) now: Timestamp,
 }
 
 fn now() -> Timestamp {
@@ -47,6 +49,7 @@ impl Ctx {
             })?,
         };
         Ok(Self {
+            redactor: Arc::new(LogRedactor::new()),
             data: DataDir::new(root),
             passphrase_file: cli.passphrase_file.clone(),
             tenant: cli.tenant.clone(),
@@ -61,18 +64,22 @@ impl Ctx {
         move |confirm| read_passphrase(self.passphrase_file.as_deref(), confirm)
     }
 
-    async fn open(&self) -> Result<SqliteStore, Failure> {
+    pub(crate) async fn open(&self) -> Result<SqliteStore, Failure> {
         Ok(self.data.open(&self.passphrase(), self.now).await?)
     }
 
-    async fn tenant_id(&self, store: &SqliteStore) -> Result<TenantId, Failure> {
+    pub(crate) async fn tenant_id(&self, store: &SqliteStore) -> Result<TenantId, Failure> {
         let name = TenantName::parse(&self.tenant)?;
         Ok(store.tenant(&name).await?.id)
     }
 }
 
-pub async fn run(cli: Cli) -> Result<(), Failure> {
+pub async fn run(cli: Cli, redactor: Arc<LogRedactor>) -> Result<(), Failure> {
+    if let Command::Scan(args) = &cli.command {
+        return crate::detect::scan(args, cli.json);
+    }
     let ctx = Ctx::new(&cli)?;
+    let ctx = Ctx { redactor, ..ctx };
     match cli.command {
         Command::Init(args) => {
             init(&ctx, &args).await?.close().await;
@@ -91,6 +98,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             serve(&ctx, &args, store).await
         }
         Command::Rekey => rekey(&ctx).await,
+        Command::Scan(_) => Ok(()),
+        Command::Redact(args) => crate::detect::redact(&ctx, &args).await,
         Command::Tenant(cmd) => tenant(&ctx, cmd).await,
         Command::InTenant(cmd) => {
             let store = ctx.open().await?;
@@ -211,10 +220,15 @@ async fn serve_with(ctx: &Ctx, args: &ServeArgs, store: &SqliteStore) -> Result<
     })?;
     let control: Arc<SqliteStore> = Arc::new(store.reopen().await?);
     let audit: Arc<SqliteStore> = Arc::new(store.reopen().await?);
-    let (plane, background) =
-        sequester_proxy::DataPlane::start(control.clone(), audit.clone(), config)
-            .await
-            .map_err(|e| Failure::new(e.code(), e.to_string()))?;
+    let (plane, background) = sequester_proxy::DataPlane::start(
+        control.clone(),
+        audit.clone(),
+        config,
+        ctx.redactor.shared_detector(),
+        Arc::clone(&ctx.redactor),
+    )
+    .await
+    .map_err(|e| Failure::new(e.code(), e.to_string()))?;
     tracing::info!(listen = %local, data_dir = %ctx.data.root().display(), "sequester ready");
     if ctx.json {
         println!(

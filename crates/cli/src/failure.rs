@@ -31,7 +31,8 @@ impl Failure {
             | C::ValueTooLarge
             | C::InvalidTokenId
             | C::InvalidBaseUrl
-            | C::InvalidConfig => 2,
+            | C::InvalidConfig
+            | C::InvalidRule => 2,
             C::NotInitialized
             | C::TenantNotFound
             | C::AgentNotFound
@@ -82,3 +83,13 @@ from_parse_error!(
     sequester_model::ParseDurationError,
     sequester_model::ParseUrlError
 );
+
+impl From<sequester_detect::DetectError> for Failure {
+    fn from(e: sequester_detect::DetectError) -> Self {
+        let code = match e.code() {
+            "io_error" | "output_error" => ErrorCode::Io,
+            _ => ErrorCode::InvalidRule,
+        };
+        Self::new(code, e.to_string())
+    }
+}

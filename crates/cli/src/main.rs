@@ -3,21 +3,40 @@
 
 mod args;
 mod commands;
+mod detect;
 mod failure;
 mod input;
 mod output;
 
 use clap::Parser as _;
+use sequester_proxy::log_redact::LogRedactor;
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-fn init_logging(serving: bool) {
+/// Log lines go to standard error through the redactor: detected secrets and every active
+/// secret value (in its encoded forms too) are replaced before a line is written.
+struct RedactedStderr(Arc<LogRedactor>);
+
+impl std::io::Write for RedactedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let out = self.0.redact(buf);
+        std::io::stderr().lock().write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+fn init_logging(serving: bool, redactor: Arc<LogRedactor>) {
     let default = if serving { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SEQUESTER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(move || RedactedStderr(Arc::clone(&redactor)))
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -25,10 +44,11 @@ fn init_logging(serving: bool) {
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
-    init_logging(matches!(
-        cli.command,
-        args::Command::Serve(_) | args::Command::Up(_)
-    ));
+    let redactor = Arc::new(LogRedactor::new());
+    init_logging(
+        matches!(cli.command, args::Command::Serve(_) | args::Command::Up(_)),
+        Arc::clone(&redactor),
+    );
     let json = cli.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -41,7 +61,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    match runtime.block_on(commands::run(cli, redactor)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             if json {

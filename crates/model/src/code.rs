@@ -21,6 +21,7 @@ pub enum ErrorCode {
     InvalidTokenId,
     InvalidBaseUrl,
     InvalidConfig,
+    InvalidRule,
     // Data directory and keys.
     NotInitialized,
     AlreadyInitialized,
@@ -78,6 +79,7 @@ impl ErrorCode {
             Self::InvalidTokenId => "invalid_token_id",
             Self::InvalidBaseUrl => "invalid_base_url",
             Self::InvalidConfig => "invalid_config",
+            Self::InvalidRule => "invalid_rule",
             Self::NotInitialized => "not_initialized",
             Self::AlreadyInitialized => "already_initialized",
             Self::KeyFileMissing => "key_file_missing",
@@ -129,6 +131,7 @@ impl ErrorCode {
         Self::InvalidTokenId,
         Self::InvalidBaseUrl,
         Self::InvalidConfig,
+        Self::InvalidRule,
         Self::NotInitialized,
         Self::AlreadyInitialized,
         Self::KeyFileMissing,

@@ -149,6 +149,41 @@ impl Snapshot {
         Ok((meta, agent))
     }
 
+    /// Opens every version usable at `now` (current or in grace) of every active secret: the
+    /// exact values the broker's log redaction must never let through. Versions that fail to
+    /// open are skipped (the request path reports them).
+    pub fn open_all_usable(&self, now: Timestamp) -> Vec<sequester_crypto::SecretValue> {
+        let mut out = Vec::new();
+        for secret in self.secrets.values() {
+            let meta = &secret.meta;
+            if meta.revoked_at.is_some() {
+                continue;
+            }
+            let Some(key) = self.keys.get(&meta.tenant_id) else {
+                continue;
+            };
+            for v in &secret.versions {
+                let usable = v.retired_at.is_none() || v.usable_until.is_some_and(|u| now < u);
+                if !usable {
+                    continue;
+                }
+                if let Ok(value) = sequester_crypto::open_version(
+                    key,
+                    &sequester_crypto::SecretVersionAad {
+                        tenant_id: meta.tenant_id.as_str(),
+                        secret_id: meta.id.as_str(),
+                        secret_name: meta.name.as_str(),
+                        version: v.version,
+                    },
+                    &v.sealed,
+                ) {
+                    out.push(value);
+                }
+            }
+        }
+        out
+    }
+
     /// A tenant's custom service by name.
     pub fn service(&self, tenant: &TenantId, name: &ServiceName) -> Option<&Service> {
         self.services.get(&(tenant.clone(), name.clone()))

@@ -1,5 +1,6 @@
 //! The live snapshot: swapped atomically when the store's change counter moves.
 
+use crate::log_redact::LogRedactor;
 use crate::metrics::Metrics;
 use sequester_policy::Snapshot;
 use sequester_store::Store;
@@ -12,12 +13,14 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_millis(200);
 
 pub struct LiveSnapshot {
     current: RwLock<(Arc<Snapshot>, Instant)>,
+    log_redactor: Arc<LogRedactor>,
 }
 
 impl LiveSnapshot {
-    pub fn new(snapshot: Snapshot) -> Self {
+    pub fn new(snapshot: Snapshot, log_redactor: Arc<LogRedactor>) -> Self {
         Self {
             current: RwLock::new((Arc::new(snapshot), Instant::now())),
+            log_redactor,
         }
     }
 
@@ -40,6 +43,12 @@ impl LiveSnapshot {
     }
 
     fn install(&self, snapshot: Snapshot) {
+        // The log redactor learns the new values before any request can use them.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.log_redactor
+            .set_values(&snapshot.open_all_usable(sequester_model::Timestamp::from_unix(now)));
         *self.current.write().unwrap_or_else(PoisonError::into_inner) =
             (Arc::new(snapshot), Instant::now());
     }
