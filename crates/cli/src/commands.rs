@@ -198,6 +198,11 @@ async fn serve(ctx: &Ctx, args: &ServeArgs, store: SqliteStore) -> Result<(), Fa
 }
 
 async fn serve_with(ctx: &Ctx, args: &ServeArgs, store: &SqliteStore) -> Result<(), Failure> {
+    // Same-user processes (an agent with a shell) must not ptrace the broker or read its
+    // memory, where keys and values live for the moment of use.
+    if let Err(e) = sequester_confine::make_undumpable() {
+        tracing::warn!(error = %e, "cannot mark the broker non-dumpable; same-user processes could read its memory");
+    }
     let config = load_config(ctx, args)?;
     let listen = config
         .listen

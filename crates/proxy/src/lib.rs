@@ -15,13 +15,17 @@
 //! - Error bodies are JSON with a stable code; statuses are chosen only in `respond`.
 //! - No panics reachable from the network.
 
+mod agent_api;
 mod body;
 pub mod config;
+pub mod egress;
 mod framing;
 mod gateway;
 mod identify;
 mod inject;
+pub mod intercept_ca;
 mod live;
+pub mod log_redact;
 mod metrics;
 mod respond;
 mod route;
@@ -63,6 +67,7 @@ pub struct DataPlane {
     audit: AuditWriter,
     client: upstream::UpstreamClient,
     metrics: Arc<Metrics>,
+    detector: Arc<sequester_detect::Detector>,
 }
 
 /// The data plane's background tasks; stop them with [`Background::shutdown`].
@@ -92,10 +97,15 @@ impl DataPlane {
         store: Arc<dyn Store>,
         audit_store: Arc<dyn Store>,
         config: Config,
+        detector: Arc<sequester_detect::Detector>,
+        log_redactor: Arc<log_redact::LogRedactor>,
     ) -> Result<(Arc<Self>, Background), ConfigError> {
         let client = upstream::build(config.upstream_ca.as_deref(), &config.timeouts)?;
         let metrics = Arc::new(Metrics::default());
-        let live = Arc::new(LiveSnapshot::new(sequester_policy::Snapshot::empty()));
+        let live = Arc::new(LiveSnapshot::new(
+            sequester_policy::Snapshot::empty(),
+            Arc::clone(&log_redactor),
+        ));
         live.reload(store.as_ref(), &metrics).await;
         let reloader =
             live::spawn_reloader(Arc::clone(&store), Arc::clone(&live), Arc::clone(&metrics));
@@ -107,6 +117,7 @@ impl DataPlane {
             audit,
             client,
             metrics,
+            detector,
         });
         Ok((
             plane,
@@ -143,6 +154,12 @@ impl DataPlane {
                     }
                 }
             }
+            (&Method::POST, "/v1/sanitize") => self.sanitize(req).await,
+            (_, "/v1/sanitize") => respond::error(
+                ErrorCode::InvalidRequest,
+                "use POST /v1/sanitize with {\"text\": \"…\"}",
+                &gateway::request_id(),
+            ),
             (&Method::GET, "/metrics") => {
                 let snapshot = self.live.load();
                 let text = self.metrics.render(self.live.age(), snapshot.counter());
