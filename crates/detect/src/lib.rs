@@ -1,0 +1,66 @@
+//! Secret detection: finds credentials in text, redacts them from streams, scans files.
+//!
+//! Sequester uses this crate to keep credentials out of agents' hands: the broker redacts
+//! secrets from what agents send and receive and from logs, and `sequester scan` points at
+//! credentials lying in a repository. The crate is a pure library: no async runtime, no
+//! network, no Sequester crate but `sequester-model`.
+//!
+//! How a scan works (the design of Nosey Parker, Kingfisher and gitleaks):
+//! 1. **Rules are data.** `rules/*.toml` hold every rule with its regex, the literal keywords
+//!    one of which every match contains, optional validator, entropy and character-class
+//!    thresholds, the hosts the credential may legitimately be sent to, and positive and
+//!    negative examples that the tests run. They are compiled into the binary and parsed once;
+//!    users add their own with [`Detector::with_extra_rules`].
+//! 2. **Prefilter.** One Aho-Corasick automaton over all keywords (ASCII case-insensitive)
+//!    finds candidate positions, so text without keywords costs one linear pass.
+//! 3. **Regex at the hit.** A rule whose matches start with a keyword (all builtin ones) runs
+//!    anchored at each hit; others run in a window around it bounded by the rule's longest
+//!    match. Patterns that could match unboundedly long text are rejected at load time.
+//! 4. **Checks.** Offline validators ([`Validator`]: GitHub/npm/Sequester CRC32 checksums, JWT
+//!    header, PEM body, AWS key id, …), Shannon entropy and character classes, stop-lists of
+//!    examples and templates (`EXAMPLE`, `xxxx`, `${VAR}`, `{{ var }}`, runs), look-alikes
+//!    (UUIDs, lock-file digests, paths) and identifiers that name no credential (`public_key`).
+//! 5. **Overlaps.** Of overlapping candidates the validated, most confident, most specific one
+//!    wins; findings never overlap.
+//!
+//! Invariants:
+//! - A [`Finding`] is a span into the input plus rule metadata. The secret's bytes are handed
+//!   out only where a caller asks for them: the redactor's replacement closure, and
+//!   [`FileFinding::secret`] when a scan runs with [`ScanOptions::show_secrets`].
+//! - Sequester placeholders (`<<SECRET_` + 12 characters + `>>`) are never reported; Sequester
+//!   tokens (`sqt_…`) are, with provider `sequester`.
+//! - Redacting in chunks gives exactly the output of redacting the whole input, in memory
+//!   bounded by [`Redactor::buffer_bound`], for inputs of any size.
+//! - No input can make the crate panic (fuzzed and property-tested); errors carry stable codes
+//!   ([`DetectError::code`]).
+//!
+//! Never: log, print, store or put in an error or a `Debug` output anything a scan finds;
+//! make a network call (validation is offline only); depend on an async runtime.
+
+#![forbid(unsafe_code)]
+
+mod detector;
+mod entropy;
+mod error;
+mod redact;
+mod report;
+mod rules;
+mod scan;
+mod stoplist;
+mod validate;
+
+pub use detector::{Confidence, Detector, DetectorOptions, Finding, Validation};
+pub use error::DetectError;
+pub use redact::{RedactingWriter, Redactor};
+pub use report::{write_json_lines, write_sarif, write_table};
+pub use rules::{Filters, MAX_MATCH_LEN, Rule};
+pub use scan::{
+    FileFinding, ScanOptions, ScanReport, looks_binary, scan_bytes, scan_paths, scan_reader,
+};
+pub use stoplist::is_sequester_placeholder;
+pub use validate::{Validator, base62_checksum};
+
+/// The builtin rule files, by file name, as compiled into the binary.
+pub fn builtin_rule_files() -> impl Iterator<Item = (&'static str, &'static str)> {
+    rules::BUILTIN_RULE_FILES.iter().copied()
+}

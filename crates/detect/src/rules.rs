@@ -1,0 +1,553 @@
+//! Rules as data: the TOML schema, the builtin rule files and compiling a rule.
+
+use std::sync::Arc;
+
+use regex_automata::{meta, util::syntax};
+use regex_syntax::hir::{Class, Hir, HirKind};
+use sequester_model::HostPattern;
+use serde::Deserialize;
+
+use crate::DetectError;
+use crate::detector::Confidence;
+use crate::validate::Validator;
+
+/// The longest text one rule may match, in bytes. PEM blocks are the longest credentials we
+/// support (up to 16 KiB of body); the streaming redactor keeps this much context.
+pub const MAX_MATCH_LEN: usize = 18 * 1024;
+
+/// The rule files compiled into the binary, by file name.
+pub(crate) const BUILTIN_RULE_FILES: &[(&str, &str)] = &[
+    ("ai.toml", include_str!("../rules/ai.toml")),
+    ("aws.toml", include_str!("../rules/aws.toml")),
+    ("azure.toml", include_str!("../rules/azure.toml")),
+    ("chat.toml", include_str!("../rules/chat.toml")),
+    ("generic.toml", include_str!("../rules/generic.toml")),
+    ("github.toml", include_str!("../rules/github.toml")),
+    ("gitlab.toml", include_str!("../rules/gitlab.toml")),
+    ("google.toml", include_str!("../rules/google.toml")),
+    ("keys.toml", include_str!("../rules/keys.toml")),
+    ("packages.toml", include_str!("../rules/packages.toml")),
+    ("payments.toml", include_str!("../rules/payments.toml")),
+    ("sequester.toml", include_str!("../rules/sequester.toml")),
+    ("urls.toml", include_str!("../rules/urls.toml")),
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    #[serde(default)]
+    rules: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    id: String,
+    name: String,
+    provider: String,
+    keywords: Vec<String>,
+    pattern: String,
+    #[serde(default)]
+    validator: Option<String>,
+    #[serde(default)]
+    confidence: Option<Confidence>,
+    #[serde(default)]
+    min_entropy: Option<f64>,
+    #[serde(default)]
+    min_char_classes: Option<u8>,
+    #[serde(default)]
+    filters: Option<Vec<String>>,
+    #[serde(default)]
+    generic: bool,
+    #[serde(default)]
+    suggested_hosts: Vec<String>,
+    #[serde(default)]
+    examples: Vec<String>,
+    #[serde(default)]
+    negative_examples: Vec<String>,
+}
+
+/// Which stop-lists a rule applies to its candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Filters {
+    /// Examples and templates (`EXAMPLE`, `xxxx`, `${VAR}`, repeated and sequential runs).
+    pub placeholder: bool,
+    /// Look-alikes: UUIDs, digests with an algorithm prefix, paths, code references, numbers.
+    pub lookalike: bool,
+    /// Identifiers that name something other than a credential (`public_key`, `key_id`).
+    pub identifier: bool,
+    /// The value must look machine-generated: letters mixed with digits (or long and mixed
+    /// case), not words joined by separators.
+    pub random: bool,
+}
+
+impl Filters {
+    fn parse(rule_id: &str, names: Option<&[String]>) -> Result<Self, DetectError> {
+        let Some(names) = names else {
+            return Ok(Self {
+                placeholder: true,
+                ..Self::default()
+            });
+        };
+        let mut f = Self::default();
+        for name in names {
+            match name.as_str() {
+                "placeholder" => f.placeholder = true,
+                "lookalike" => f.lookalike = true,
+                "identifier" => f.identifier = true,
+                "random" => f.random = true,
+                _ => {
+                    return Err(DetectError::InvalidRule {
+                        rule_id: rule_id.to_owned(),
+                        field: "filters",
+                        reason: format!(
+                            "has unknown filter {name:?}; known: placeholder, lookalike, identifier, random"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// A detection rule as loaded from a rule file. Read-only.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub(crate) info: Arc<RuleInfo>,
+    pub(crate) keywords: Vec<String>,
+    pub(crate) pattern: String,
+    pub(crate) validator: Option<Validator>,
+    pub(crate) confidence: Confidence,
+    pub(crate) min_entropy: Option<f64>,
+    pub(crate) min_char_classes: u8,
+    pub(crate) filters: Filters,
+    pub(crate) examples: Vec<String>,
+    pub(crate) negative_examples: Vec<String>,
+}
+
+/// The part of a rule every finding carries (shared, cheap to clone).
+#[derive(Debug, Clone)]
+pub(crate) struct RuleInfo {
+    /// Position in the detector's rule list (ties between overlapping findings go to the
+    /// rule loaded first).
+    pub(crate) order: usize,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) provider: String,
+    pub(crate) generic: bool,
+    pub(crate) suggested_hosts: Vec<HostPattern>,
+}
+
+impl Rule {
+    /// The stable rule id, e.g. `github-pat-classic`.
+    pub fn id(&self) -> &str {
+        &self.info.id
+    }
+    /// A human-readable name.
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+    /// The provider that issues this credential, e.g. `github`.
+    pub fn provider(&self) -> &str {
+        &self.info.provider
+    }
+    /// The literals one of which every match contains (matched ASCII case-insensitively).
+    pub fn keywords(&self) -> &[String] {
+        &self.keywords
+    }
+    /// The regular expression (Rust `regex` syntax).
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+    /// The offline validator, if the format has one.
+    pub fn validator(&self) -> Option<Validator> {
+        self.validator
+    }
+    /// The confidence of a match that passes every check.
+    pub fn confidence(&self) -> Confidence {
+        self.confidence
+    }
+    /// Whether this is a generic (context-based) rule rather than a provider format.
+    pub fn is_generic(&self) -> bool {
+        self.info.generic
+    }
+    /// Where this credential may legitimately be sent.
+    pub fn suggested_hosts(&self) -> &[HostPattern] {
+        &self.info.suggested_hosts
+    }
+    /// Texts the rule must find a secret in.
+    pub fn examples(&self) -> &[String] {
+        &self.examples
+    }
+    /// Texts the rule must find nothing in.
+    pub fn negative_examples(&self) -> &[String] {
+        &self.negative_examples
+    }
+    /// The stop-lists this rule applies.
+    pub fn filters(&self) -> Filters {
+        self.filters
+    }
+}
+
+/// A rule ready to run.
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledRule {
+    pub(crate) rule: Rule,
+    pub(crate) regex: meta::Regex,
+    /// Capture group holding the secret: `secret` if named, else 1 if present, else 0.
+    pub(crate) secret_group: usize,
+    /// Every match starts at one of the rule's keywords, so the regex runs anchored at each
+    /// keyword hit instead of in a window around it.
+    pub(crate) anchored: bool,
+    /// The longest text the regex can match.
+    pub(crate) max_len: usize,
+}
+
+/// Parses a rule file and compiles its rules.
+pub(crate) fn parse_rule_file(
+    source_name: &str,
+    text: &str,
+) -> Result<Vec<CompiledRule>, DetectError> {
+    let file: RuleFile = toml::from_str(text).map_err(|e| DetectError::RuleSyntax {
+        source_name: source_name.to_owned(),
+        message: e.message().to_owned(),
+    })?;
+    file.rules.into_iter().map(compile).collect()
+}
+
+fn invalid(rule_id: &str, field: &'static str, reason: impl Into<String>) -> DetectError {
+    DetectError::InvalidRule {
+        rule_id: rule_id.to_owned(),
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn compile(spec: RuleSpec) -> Result<CompiledRule, DetectError> {
+    let id = spec.id.as_str();
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'))
+    {
+        return Err(invalid(
+            id,
+            "id",
+            "must be non-empty lowercase letters, digits, '-' or '.'",
+        ));
+    }
+    if spec.provider.is_empty() {
+        return Err(invalid(id, "provider", "must not be empty"));
+    }
+    if spec.keywords.is_empty() {
+        return Err(invalid(
+            id,
+            "keywords",
+            "must list at least one literal that every match contains",
+        ));
+    }
+    if let Some(k) = spec.keywords.iter().find(|k| k.len() < 2 || !k.is_ascii()) {
+        return Err(invalid(
+            id,
+            "keywords",
+            format!("entry {k:?} must be ASCII and at least 2 characters long"),
+        ));
+    }
+    let validator = match &spec.validator {
+        None => None,
+        Some(name) => Some(Validator::from_name(name).ok_or_else(|| {
+            DetectError::UnknownValidator {
+                rule_id: id.to_owned(),
+                name: name.clone(),
+                known: Validator::ALL
+                    .iter()
+                    .map(|v| v.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+        })?),
+    };
+    if let Some(e) = spec.min_entropy
+        && !(0.0..=8.0).contains(&e)
+    {
+        return Err(invalid(id, "min_entropy", "must be between 0 and 8 bits"));
+    }
+    let min_char_classes = spec.min_char_classes.unwrap_or(0);
+    if min_char_classes > 4 {
+        return Err(invalid(id, "min_char_classes", "must be between 0 and 4"));
+    }
+    let filters = Filters::parse(id, spec.filters.as_deref())?;
+    let suggested_hosts = spec
+        .suggested_hosts
+        .iter()
+        .map(|h| {
+            HostPattern::parse(h).map_err(|e| invalid(id, "suggested_hosts", e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let bad_pattern = |reason: String| DetectError::InvalidPattern {
+        rule_id: id.to_owned(),
+        reason,
+    };
+    // Patterns run over bytes with Unicode off: \w, \s, \d, \b and (?i) are ASCII-only,
+    // which is what credentials are made of and keeps the lazy DFA on its fast path.
+    let syntax_config = syntax::Config::new().utf8(false).unicode(false);
+    let hir = regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .unicode(false)
+        .build()
+        .parse(&spec.pattern)
+        .map_err(|e| bad_pattern(e.to_string()))?;
+    let max_len = match hir.properties().maximum_len() {
+        Some(n) if n <= MAX_MATCH_LEN => n,
+        _ => {
+            return Err(bad_pattern(format!(
+                "it may match more than {MAX_MATCH_LEN} bytes; bound every repetition, e.g. {{1,200}} instead of + or *"
+            )));
+        }
+    };
+    if hir.properties().minimum_len().unwrap_or(0) == 0 {
+        return Err(bad_pattern("it can match the empty string".to_owned()));
+    }
+    let regex = meta::Regex::builder()
+        .syntax(syntax_config)
+        .configure(meta::Config::new().utf8_empty(false))
+        .build(&spec.pattern)
+        .map_err(|e| bad_pattern(e.to_string()))?;
+    let group_info = regex.group_info();
+    let secret_group = group_info
+        .to_index(regex_automata::PatternID::ZERO, "secret")
+        .unwrap_or(if regex.captures_len() > 1 { 1 } else { 0 });
+
+    let lowered: Vec<Vec<u8>> = spec
+        .keywords
+        .iter()
+        .map(|k| k.as_bytes().to_ascii_lowercase())
+        .collect();
+    let anchored = starts_with_keyword(&hir, &lowered);
+
+    let info = Arc::new(RuleInfo {
+        order: 0,
+        id: spec.id,
+        name: spec.name,
+        provider: spec.provider,
+        generic: spec.generic,
+        suggested_hosts,
+    });
+    Ok(CompiledRule {
+        rule: Rule {
+            info,
+            keywords: spec.keywords,
+            pattern: spec.pattern,
+            validator,
+            confidence: spec.confidence.unwrap_or(Confidence::Medium),
+            min_entropy: spec.min_entropy,
+            min_char_classes,
+            filters,
+            examples: spec.examples,
+            negative_examples: spec.negative_examples,
+        },
+        regex,
+        secret_group,
+        anchored,
+        max_len,
+    })
+}
+
+/// Leading text of a pattern, lowercased: `exact` when the string is everything the
+/// sub-pattern can match, so that what follows may be appended.
+#[derive(Clone)]
+struct Prefix {
+    text: Vec<u8>,
+    exact: bool,
+}
+
+const PREFIX_LIMIT: usize = 64;
+const PREFIX_MAX_LEN: usize = 32;
+
+/// Whether every match of `hir` provably begins with one of `keywords` (lowercase ASCII),
+/// comparing ASCII case-insensitively.
+fn starts_with_keyword(hir: &Hir, keywords: &[Vec<u8>]) -> bool {
+    let Some(prefixes) = prefixes(hir) else {
+        return false;
+    };
+    prefixes
+        .iter()
+        .all(|p| keywords.iter().any(|k| p.text.starts_with(k)))
+}
+
+/// The set of possible lowercased leading strings of `hir`, or `None` when there are too many
+/// to enumerate.
+fn prefixes(hir: &Hir) -> Option<Vec<Prefix>> {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some(vec![Prefix {
+            text: Vec::new(),
+            exact: true,
+        }]),
+        HirKind::Literal(lit) => Some(vec![Prefix {
+            text: lit.0.to_ascii_lowercase(),
+            exact: true,
+        }]),
+        HirKind::Class(class) => {
+            let chars = class_ascii_lowercase(class)?;
+            Some(
+                chars
+                    .into_iter()
+                    .map(|c| Prefix {
+                        text: vec![c],
+                        exact: true,
+                    })
+                    .collect(),
+            )
+        }
+        HirKind::Capture(cap) => prefixes(&cap.sub),
+        HirKind::Repetition(rep) => {
+            if rep.min == 0 {
+                return Some(vec![Prefix {
+                    text: Vec::new(),
+                    exact: false,
+                }]);
+            }
+            let mut p = prefixes(&rep.sub)?;
+            let once = rep.min == 1 && rep.max == Some(1);
+            for x in &mut p {
+                x.exact &= once;
+            }
+            Some(p)
+        }
+        HirKind::Alternation(subs) => {
+            let mut all = Vec::new();
+            for s in subs {
+                all.extend(prefixes(s)?);
+                if all.len() > PREFIX_LIMIT {
+                    return None;
+                }
+            }
+            Some(all)
+        }
+        HirKind::Concat(subs) => {
+            let mut acc = vec![Prefix {
+                text: Vec::new(),
+                exact: true,
+            }];
+            for s in subs {
+                if acc
+                    .iter()
+                    .all(|p| !p.exact || p.text.len() >= PREFIX_MAX_LEN)
+                {
+                    break;
+                }
+                // An unknown part (a large class): what came before is still a prefix.
+                let Some(next) = prefixes(s) else {
+                    for p in &mut acc {
+                        p.exact = false;
+                    }
+                    break;
+                };
+                let mut grown = Vec::new();
+                for p in &acc {
+                    if !p.exact || p.text.len() >= PREFIX_MAX_LEN {
+                        grown.push(Prefix {
+                            text: p.text.clone(),
+                            exact: false,
+                        });
+                        continue;
+                    }
+                    for n in &next {
+                        let mut text = p.text.clone();
+                        text.extend_from_slice(&n.text);
+                        grown.push(Prefix {
+                            text,
+                            exact: n.exact,
+                        });
+                    }
+                    if grown.len() > PREFIX_LIMIT {
+                        return None;
+                    }
+                }
+                acc = grown;
+            }
+            Some(acc)
+        }
+    }
+}
+
+/// The lowercased ASCII members of a small class (`[Pp]`, `[_-]`); non-ASCII members that
+/// fold to ASCII letters (`ſ`, the Kelvin sign) are ignored. `None` for large classes.
+fn class_ascii_lowercase(class: &Class) -> Option<Vec<u8>> {
+    let mut out: Vec<u8> = Vec::new();
+    let mut push = |c: u32| -> Option<()> {
+        if c < 128 {
+            let b = u8::try_from(c).ok()?.to_ascii_lowercase();
+            if !out.contains(&b) {
+                out.push(b);
+            }
+        }
+        if out.len() > 4 { None } else { Some(()) }
+    };
+    match class {
+        Class::Unicode(u) => {
+            for r in u.ranges() {
+                let (s, e) = (u32::from(r.start()), u32::from(r.end()));
+                if e.saturating_sub(s) > 8 && s < 128 {
+                    return None;
+                }
+                for c in s..=e.min(127) {
+                    push(c)?;
+                }
+            }
+        }
+        Class::Bytes(b) => {
+            for r in b.ranges() {
+                if r.end().saturating_sub(r.start()) > 8 {
+                    return None;
+                }
+                for c in r.start()..=r.end() {
+                    push(u32::from(c))?;
+                }
+            }
+        }
+    }
+    if out.is_empty() { None } else { Some(out) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anchored(pattern: &str, keywords: &[&str]) -> bool {
+        let hir = regex_syntax::ParserBuilder::new()
+            .utf8(false)
+            .unicode(false)
+            .build()
+            .parse(pattern)
+            .unwrap();
+        let kw: Vec<Vec<u8>> = keywords.iter().map(|k| k.as_bytes().to_vec()).collect();
+        starts_with_keyword(&hir, &kw)
+    }
+
+    #[test]
+    fn anchoring_analysis() {
+        assert!(anchored(r"\b(ghp_[A-Za-z0-9]{36})\b", &["ghp_"]));
+        assert!(anchored(r"(?i)\b(?:pass(?:word|wd)|pwd)\s*=", &["pass", "pwd"]));
+        assert!(anchored(r"(?:A3T[A-Z0-9]|AKIA|ASIA)[A-Z2-7]{16}", &["a3t", "akia", "asia"]));
+        assert!(!anchored(r"[a-z]{0,4}token", &["token"]));
+        assert!(!anchored(r"\w+token", &["token"]));
+        assert!(!anchored(r"(?i)pa", &["pass"]));
+    }
+
+    #[test]
+    fn unbounded_patterns_are_rejected() {
+        let toml = r#"
+            [[rules]]
+            id = "unbounded"
+            name = "x"
+            provider = "x"
+            keywords = ["tok_"]
+            pattern = 'tok_[a-z]+'
+        "#;
+        let err = parse_rule_file("test", toml).unwrap_err();
+        assert_eq!(err.code(), "invalid_rule_pattern");
+    }
+}
