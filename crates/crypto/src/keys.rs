@@ -78,6 +78,19 @@ impl MasterKey {
         Ok(DataKey(Zeroizing::new(bytes)))
     }
 
+    /// Seals a blob that belongs to the whole broker (not a tenant), such as the interception
+    /// CA's private key, bound to `label`.
+    pub fn seal_blob(&self, label: &str, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        seal_raw(&self.0, &blob_aad(label), data)
+    }
+
+    /// Opens a blob sealed by [`MasterKey::seal_blob`] with the same label.
+    pub fn open_blob(&self, label: &str, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        open_raw(&self.0, &blob_aad(label), blob).map_err(|()| CryptoError::Integrity {
+            what: format!("the sealed {label}"),
+        })
+    }
+
     /// A value stored beside the data that proves, on open, that this is the right key.
     pub fn key_check(&self) -> Result<KeyCheck, CryptoError> {
         seal_raw(&self.0, KEY_CHECK_LABEL, KEY_CHECK_PLAINTEXT).map(KeyCheck)
@@ -122,6 +135,13 @@ impl DataKey {
         }
         m.finalize().into_bytes().into()
     }
+}
+
+fn blob_aad(label: &str) -> Vec<u8> {
+    let mut aad = b"sequester/v1/blob".to_vec();
+    aad.push(0);
+    aad.extend_from_slice(label.as_bytes());
+    aad
 }
 
 fn data_key_aad(tenant_id: &str) -> Vec<u8> {
@@ -195,6 +215,18 @@ mod tests {
             b.verify(&check, "test"),
             Err(CryptoError::WrongKey { .. })
         ));
+    }
+
+    #[test]
+    fn blobs_are_bound_to_their_label_and_key() {
+        let master = MasterKey::generate();
+        let sealed = master.seal_blob("ca key", b"secret bytes").unwrap();
+        assert_eq!(
+            master.open_blob("ca key", &sealed).unwrap().as_slice(),
+            b"secret bytes"
+        );
+        assert!(master.open_blob("other", &sealed).is_err());
+        assert!(MasterKey::generate().open_blob("ca key", &sealed).is_err());
     }
 
     #[test]

@@ -251,6 +251,9 @@ fn hash_from_row(row: &SqliteRow) -> Result<TokenHash, StoreError> {
     Ok(TokenHash::from_bytes(hash))
 }
 
+/// Label binding the sealed interception CA key.
+const INTERCEPT_CA_LABEL: &str = "interception CA key";
+
 const RECEIPT_COLUMNS: &str =
     "seq, tenant_id, at_ms, kind, request_id, agent, secret, denied, body, prev_hash, hash";
 
@@ -344,6 +347,18 @@ impl SqliteStore {
             sqlx::query("UPDATE tenants SET wrapped_key = ? WHERE id = ?")
                 .bind(rewrapped)
                 .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let ca_key: Option<(Vec<u8>,)> =
+            sqlx::query_as("SELECT value FROM meta WHERE key = 'intercept_ca_key'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((sealed,)) = ca_key {
+            let key = self.keys.master().open_blob(INTERCEPT_CA_LABEL, &sealed)?;
+            let resealed = new_master.seal_blob(INTERCEPT_CA_LABEL, &key)?;
+            sqlx::query("UPDATE meta SET value = ? WHERE key = 'intercept_ca_key'")
+                .bind(resealed)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -1031,6 +1046,47 @@ impl Store for SqliteStore {
                 tenant: tenant_name,
                 name: name.to_string(),
             });
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn interception_ca(
+        &self,
+    ) -> Result<Option<(String, zeroize::Zeroizing<Vec<u8>>)>, StoreError> {
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT key, value FROM meta WHERE key IN ('intercept_ca_cert', 'intercept_ca_key')",
+        )
+        .fetch_all(&mut *self.lock().await?)
+        .await?;
+        let get = |k: &str| rows.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+        match (get("intercept_ca_cert"), get("intercept_ca_key")) {
+            (Some(cert), Some(sealed)) => {
+                let cert = String::from_utf8(cert.clone())
+                    .map_err(|_| StoreError::corrupt("interception CA certificate"))?;
+                let key = self.keys.master().open_blob(INTERCEPT_CA_LABEL, sealed)?;
+                Ok(Some((cert, key)))
+            }
+            (None, None) => Ok(None),
+            _ => Err(StoreError::corrupt(
+                "interception CA (certificate without key)",
+            )),
+        }
+    }
+
+    async fn set_interception_ca(&self, cert_pem: &str, key_der: &[u8]) -> Result<(), StoreError> {
+        let sealed = self.keys.master().seal_blob(INTERCEPT_CA_LABEL, key_der)?;
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
+        for (key, value) in [
+            ("intercept_ca_cert", cert_pem.as_bytes().to_vec()),
+            ("intercept_ca_key", sealed),
+        ] {
+            sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

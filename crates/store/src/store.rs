@@ -8,6 +8,7 @@ use sequester_model::{
 };
 use std::sync::Arc;
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 /// Longest accepted secret value, in bytes.
 pub const MAX_VALUE_LEN: usize = 16 * 1024;
@@ -259,6 +260,12 @@ pub trait Store: Send + Sync {
     async fn list_services(&self, tenant: &TenantId) -> Result<Vec<Service>, StoreError>;
     async fn remove_service(&self, tenant: &TenantId, name: &ServiceName)
     -> Result<(), StoreError>;
+
+    // The interception CA of the forward proxy (one per broker).
+    /// The CA certificate (PEM) and its private key (DER, opened from its sealed form).
+    async fn interception_ca(&self) -> Result<Option<(String, Zeroizing<Vec<u8>>)>, StoreError>;
+    /// Stores the CA, sealing its key with the master key. Replaces an existing one.
+    async fn set_interception_ca(&self, cert_pem: &str, key_der: &[u8]) -> Result<(), StoreError>;
 
     // Data plane.
     /// A consistent view of everything the data plane needs.

@@ -1094,3 +1094,31 @@ async fn agent_keys_are_hashed_and_revocable() {
         ErrorCode::AgentDisabled
     );
 }
+
+#[tokio::test]
+async fn the_interception_ca_key_is_sealed_and_survives_rekey() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, store, _tenant) = init(tmp.path()).await;
+    assert!(store.interception_ca().await.unwrap().is_none());
+    let key_der = b"ca-private-key-canary-0123456789".to_vec();
+    store
+        .set_interception_ca(
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            &key_der,
+        )
+        .await
+        .unwrap();
+    let (cert, key) = store.interception_ca().await.unwrap().unwrap();
+    assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(key.as_slice(), key_der.as_slice());
+    data.rekey(&store, &no_passphrase).await.unwrap();
+    store.close().await;
+    let store = data.open(&no_passphrase, T0).await.unwrap();
+    assert_eq!(
+        store.interception_ca().await.unwrap().unwrap().1.as_slice(),
+        key_der.as_slice()
+    );
+    store.close().await;
+    let hits = scan_dir(data.root(), &forms("ca-private-key-canary-0123456789"));
+    assert!(hits.is_empty(), "the CA key is on disk: {hits:?}");
+}
