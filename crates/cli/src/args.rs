@@ -120,6 +120,9 @@ pub enum TenantScoped {
     Service(ServiceCommand),
     /// Show receipts (who used which secret where, and what happened), or verify their chain
     Receipts(ReceiptsArgs),
+    /// Where agents may connect through the forward proxy
+    #[command(subcommand)]
+    Egress(EgressCommand),
     /// Manage agents (workload identities inside a tenant)
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -297,4 +300,32 @@ pub struct ReceiptsArgs {
 pub enum ReceiptsCommand {
     /// Check the hash chain of every receipt: reports an edited, removed or reordered record
     Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EgressCommand {
+    /// Allow a destination (host pattern, IP address; optional :port). Private, loopback and
+    /// metadata addresses are refused unless a rule names them.
+    Allow {
+        pattern: String,
+        /// Only for this agent (agent rules take precedence over tenant rules)
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Deny a destination
+    Deny {
+        pattern: String,
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Remove a rule
+    Rm {
+        /// allow or deny
+        action: String,
+        pattern: String,
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// List the tenant's and its agents' rules
+    List,
 }

@@ -1,9 +1,9 @@
 //! One function per command: parse input into typed values, call the store, print.
 
 use crate::args::{
-    AgentCommand, AgentKeyCommand, Cli, Command, InitArgs, ReceiptsArgs, ReceiptsCommand,
-    SecretAddArgs, SecretCommand, ServeArgs, ServiceCommand, TenantCommand, TenantScoped,
-    TokenCommand,
+    AgentCommand, AgentKeyCommand, Cli, Command, EgressCommand, InitArgs, ReceiptsArgs,
+    ReceiptsCommand, SecretAddArgs, SecretCommand, ServeArgs, ServiceCommand, TenantCommand,
+    TenantScoped, TokenCommand,
 };
 use crate::failure::Failure;
 use crate::input::{read_passphrase, read_value};
@@ -115,6 +115,7 @@ async fn in_tenant(ctx: &Ctx, store: &SqliteStore, cmd: TenantScoped) -> Result<
     match cmd {
         TenantScoped::Service(cmd) => service(ctx, store, tenant, cmd).await,
         TenantScoped::Receipts(args) => receipts(ctx, store, tenant, args).await,
+        TenantScoped::Egress(cmd) => egress(ctx, store, tenant, cmd).await,
         TenantScoped::Agent(cmd) => agent(ctx, store, tenant, cmd).await,
         TenantScoped::Secret(cmd) => secret(ctx, store, tenant, cmd).await,
         TenantScoped::Token(cmd) => token(ctx, store, tenant, cmd).await,
@@ -1038,4 +1039,103 @@ async fn agent_key(
         }
     }
     Ok(())
+}
+
+async fn egress(
+    ctx: &Ctx,
+    store: &SqliteStore,
+    tenant: TenantId,
+    cmd: EgressCommand,
+) -> Result<(), Failure> {
+    use sequester_model::EgressAction;
+    let parse_agent = |a: Option<String>| a.as_deref().map(AgentName::parse).transpose();
+    match cmd {
+        EgressCommand::Allow { pattern, agent } => {
+            let rule = store
+                .add_egress_rule(
+                    &tenant,
+                    parse_agent(agent)?.as_ref(),
+                    EgressAction::Allow,
+                    &HostPattern::parse(&pattern)?,
+                    ctx.now,
+                )
+                .await?;
+            print_egress_change(ctx, &rule, "Allowed");
+        }
+        EgressCommand::Deny { pattern, agent } => {
+            let rule = store
+                .add_egress_rule(
+                    &tenant,
+                    parse_agent(agent)?.as_ref(),
+                    EgressAction::Deny,
+                    &HostPattern::parse(&pattern)?,
+                    ctx.now,
+                )
+                .await?;
+            print_egress_change(ctx, &rule, "Denied");
+        }
+        EgressCommand::Rm {
+            action,
+            pattern,
+            agent,
+        } => {
+            let action = match action.as_str() {
+                "allow" => EgressAction::Allow,
+                "deny" => EgressAction::Deny,
+                other => {
+                    return Err(Failure::new(
+                        ErrorCode::InvalidValue,
+                        format!("{other:?} is not allow or deny"),
+                    ));
+                }
+            };
+            let pattern = HostPattern::parse(&pattern)?;
+            let removed = store
+                .remove_egress_rule(&tenant, parse_agent(agent)?.as_ref(), action, &pattern)
+                .await?;
+            if ctx.json {
+                json(&serde_json::json!({"removed": removed}));
+            } else if removed {
+                println!("Removed the {} rule for {pattern}.", action.as_str());
+            } else {
+                println!("There was no {} rule for {pattern}.", action.as_str());
+            }
+        }
+        EgressCommand::List => {
+            let rules = store.list_egress_rules(&tenant).await?;
+            if ctx.json {
+                json(&rules);
+            } else {
+                let rows = rules
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.agent
+                                .as_ref()
+                                .map_or_else(|| "(tenant)".to_owned(), ToString::to_string),
+                            r.action.as_str().to_owned(),
+                            r.pattern.to_string(),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                table(&["SCOPE", "ACTION", "PATTERN"], &rows);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_egress_change(ctx: &Ctx, rule: &sequester_model::EgressRule, verb: &str) {
+    if ctx.json {
+        json(rule);
+    } else {
+        println!(
+            "{verb} {} for {}.",
+            rule.pattern,
+            rule.agent.as_ref().map_or_else(
+                || format!("tenant {}", ctx.tenant),
+                |a| format!("agent {a}")
+            )
+        );
+    }
 }

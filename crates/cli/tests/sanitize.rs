@@ -1,7 +1,12 @@
 //! The chat sanitizer end to end: pasted credentials come back as placeholders, sealed in
 //! the vault with their provider's hosts, and nowhere else.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code"
+)]
 
 use sequester_testkit::{Broker, Cli, encodings, find_in, find_in_files, wait_for};
 use std::process::Command;
@@ -34,7 +39,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -43,12 +52,26 @@ fn crc32(bytes: &[u8]) -> u32 {
 fn post_sanitize(addr: &str, key: &str, text: &str) -> (u16, serde_json::Value) {
     let body = serde_json::json!({ "text": text }).to_string();
     let out = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}", "-H", &format!("Authorization: Bearer {key}"), "-H", "content-type: application/json", "--data-binary", &body, &format!("http://{addr}/v1/sanitize")])
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            &format!("Authorization: Bearer {key}"),
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &body,
+            &format!("http://{addr}/v1/sanitize"),
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, status) = text.rsplit_once('\n').unwrap();
-    (status.parse().unwrap(), serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    (
+        status.parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[test]
@@ -56,13 +79,19 @@ fn a_chat_message_with_three_credentials_comes_back_with_three_placeholders() {
     let cli = Cli::new(BIN);
     cli.ok(&["init"], None);
     cli.ok(&["agent", "add", "bot"], None);
-    let key = cli.json(&["agent", "key", "issue", "bot"], None)["key"].as_str().unwrap().to_owned();
+    let key = cli.json(&["agent", "key", "issue", "bot"], None)["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let broker = Broker::start(&cli, &[]);
 
     let pat = github_pat();
     let openai = format!("sk-proj-{}", random(64, BASE62));
     let aws_id = format!("AKIA{}", random(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"));
-    let aws_secret = random(40, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+");
+    let aws_secret = random(
+        40,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+",
+    );
     let message = format!(
         "hey, here's my GitHub token {pat} — set it up please.\nAlso OpenAI: {openai}\nand AWS: access key {aws_id} secret {aws_secret}\nthanks!"
     );
@@ -70,51 +99,130 @@ fn a_chat_message_with_three_credentials_comes_back_with_three_placeholders() {
     assert_eq!(status, 200, "{reply}");
     let text = reply["text"].as_str().unwrap();
     for original in [&pat, &openai, &aws_secret] {
-        assert!(!text.contains(original.as_str()), "a credential survived: {text}");
+        assert!(
+            !text.contains(original.as_str()),
+            "a credential survived: {text}"
+        );
     }
-    assert!(text.starts_with("hey, here's my GitHub token <<SECRET_"), "{text}");
+    assert!(
+        text.starts_with("hey, here's my GitHub token <<SECRET_"),
+        "{text}"
+    );
     let secrets = reply["secrets"].as_array().unwrap();
     assert_eq!(secrets.len(), 3, "{reply}");
-    let placeholders: Vec<&str> = secrets.iter().map(|s| s["placeholder"].as_str().unwrap()).collect();
+    let placeholders: Vec<&str> = secrets
+        .iter()
+        .map(|s| s["placeholder"].as_str().unwrap())
+        .collect();
     for p in &placeholders {
         assert!(text.contains(p), "{p} not in {text}");
         assert!(sequester_crypto::looks_like_placeholder(p));
     }
-    let by_provider = |p: &str| secrets.iter().find(|s| s["provider"] == p).unwrap_or_else(|| panic!("no {p} in {reply}"));
-    assert!(by_provider("github")["suggested_hosts"].as_array().unwrap().iter().any(|h| h == "api.github.com"));
-    assert_eq!(by_provider("openai")["suggested_hosts"], serde_json::json!(["api.openai.com"]));
-    assert!(by_provider("aws")["suggested_hosts"].as_array().unwrap().iter().any(|h| h.as_str().unwrap().contains("amazonaws.com")));
+    let by_provider = |p: &str| {
+        secrets
+            .iter()
+            .find(|s| s["provider"] == p)
+            .unwrap_or_else(|| panic!("no {p} in {reply}"))
+    };
+    assert!(
+        by_provider("github")["suggested_hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == "api.github.com")
+    );
+    assert_eq!(
+        by_provider("openai")["suggested_hosts"],
+        serde_json::json!(["api.openai.com"])
+    );
+    assert!(
+        by_provider("aws")["suggested_hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h.as_str().unwrap().contains("amazonaws.com"))
+    );
 
     // The vault holds three sealed secrets with those hosts.
     let listed = cli.json(&["secret", "list"], None);
-    let sanitized: Vec<&serde_json::Value> = listed.as_array().unwrap().iter().filter(|s| s["origin"] == "sanitized").collect();
+    let sanitized: Vec<&serde_json::Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["origin"] == "sanitized")
+        .collect();
     assert_eq!(sanitized.len(), 3, "{listed}");
 
     // The same paste maps to the same placeholders; nothing new is stored.
     let (_, again) = post_sanitize(&broker.addr, &key, &message);
     assert_eq!(again["text"], reply["text"]);
-    assert!(again["secrets"].as_array().unwrap().iter().all(|s| s["new"] == false));
-    assert_eq!(cli.json(&["secret", "list"], None).as_array().unwrap().len(), 3);
+    assert!(
+        again["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["new"] == false)
+    );
+    assert_eq!(
+        cli.json(&["secret", "list"], None)
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 
     // The placeholder works like a token for this agent: the gateway accepts it for GitHub
     // (the upstream itself is out of reach here, so the request ends upstream_unavailable
     // after the broker decided to allow it).
-    let gh = by_provider("github")["placeholder"].as_str().unwrap().to_owned();
-    let out = Command::new("curl").args(["-s", "--max-time", "20", "-H", &format!("Authorization: Bearer {gh}"), &format!("http://{}/github/user", broker.addr)]).output().unwrap();
+    let gh = by_provider("github")["placeholder"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "20",
+            "-H",
+            &format!("Authorization: Bearer {gh}"),
+            &format!("http://{}/github/user", broker.addr),
+        ])
+        .output()
+        .unwrap();
     let body = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(!body.contains("unknown_token") && !body.contains("host_not_allowed"), "{body}");
+    assert!(
+        !body.contains("unknown_token") && !body.contains("host_not_allowed"),
+        "{body}"
+    );
     let allowed = wait_for(Duration::from_secs(10), "the receipt", || {
-        let r = cli.json(&["receipts", "--secret", by_provider("github")["secret"].as_str().unwrap()], None);
-        r.as_array().unwrap().iter().find(|x| x["decision"] == "allow" || x["kind"] == "completion").cloned()
+        let r = cli.json(
+            &[
+                "receipts",
+                "--secret",
+                by_provider("github")["secret"].as_str().unwrap(),
+            ],
+            None,
+        );
+        r.as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["decision"] == "allow" || x["kind"] == "completion")
+            .cloned()
     });
     assert_eq!(allowed["agent"], "bot");
 
     // Nowhere in the response, the logs or the database.
-    let needles: Vec<Vec<u8>> = [&pat, &openai, &aws_secret].iter().flat_map(|v| encodings(v)).collect();
+    let needles: Vec<Vec<u8>> = [&pat, &openai, &aws_secret]
+        .iter()
+        .flat_map(|v| encodings(v))
+        .collect();
     let reply_text = reply.to_string();
     assert!(find_in([("response", reply_text.as_bytes())], &needles).is_empty());
     let logs = broker.logs();
-    assert!(find_in([("logs", logs.as_slice())], &needles).is_empty(), "a credential reached the logs");
+    assert!(
+        find_in([("logs", logs.as_slice())], &needles).is_empty(),
+        "a credential reached the logs"
+    );
     drop(broker);
     let hits = find_in_files(cli.data_dir(), &needles);
     assert!(hits.is_empty(), "plaintext on disk: {hits:?}");
@@ -128,13 +236,22 @@ fn sanitize_requires_an_agent_key() {
     let key = cli.json(&["agent", "key", "issue", "bot"], None);
     let broker = Broker::start(&cli, &[]);
     let (status, reply) = post_sanitize(&broker.addr, "sqa_notakey", "x");
-    assert_eq!((status, reply["error"]["code"].as_str()), (401, Some("unknown_token")));
-    cli.ok(&["agent", "key", "revoke", key["id"].as_str().unwrap()], None);
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (401, Some("unknown_token"))
+    );
+    cli.ok(
+        &["agent", "key", "revoke", key["id"].as_str().unwrap()],
+        None,
+    );
     wait_for(Duration::from_secs(2), "revocation", || {
         let (status, reply) = post_sanitize(&broker.addr, key["key"].as_str().unwrap(), "x");
         (status == 401 && reply["error"]["code"] == "token_revoked").then_some(())
     });
-    let fresh = cli.json(&["agent", "key", "issue", "bot"], None)["key"].as_str().unwrap().to_owned();
+    let fresh = cli.json(&["agent", "key", "issue", "bot"], None)["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (status, reply) = wait_for(Duration::from_secs(2), "the new key", || {
         let r = post_sanitize(&broker.addr, &fresh, "{not json");
         (r.0 != 401).then_some(r)

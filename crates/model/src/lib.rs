@@ -26,8 +26,8 @@ pub use ids::{AgentId, AgentKeyId, SecretId, TenantId, TokenId};
 pub use inject::{InjectionRule, ParseInjectionError};
 pub use name::{AgentName, NAME_MAX_LEN, ParseNameError, SecretName, ServiceName, TenantName};
 pub use records::{
-    Agent, AgentKeyMeta, AgentState, SecretMeta, SecretOrigin, SecretState, Service, Tenant,
-    TokenKind, TokenMeta, TokenState, VersionMeta, VersionState,
+    Agent, AgentKeyMeta, AgentState, EgressAction, EgressRule, SecretMeta, SecretOrigin,
+    SecretState, Service, Tenant, TokenKind, TokenMeta, TokenState, VersionMeta, VersionState,
 };
 pub use service::{BaseUrl, ParseUrlError, Scheme};
 pub use time::{ParseDurationError, Timestamp, parse_duration};

@@ -220,3 +220,31 @@ impl AgentKeyMeta {
         }
     }
 }
+
+/// Whether an egress rule opens or closes a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EgressAction {
+    Allow,
+    Deny,
+}
+
+impl EgressAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// A forward-proxy egress rule of a tenant, or of one agent when `agent_id` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EgressRule {
+    pub tenant_id: TenantId,
+    pub agent_id: Option<AgentId>,
+    pub agent: Option<AgentName>,
+    pub action: EgressAction,
+    pub pattern: HostPattern,
+    pub created_at: Timestamp,
+}

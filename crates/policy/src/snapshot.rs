@@ -32,6 +32,7 @@ pub struct Snapshot {
     secrets: HashMap<SecretId, Arc<SecretEntry>>,
     keys: HashMap<TenantId, Arc<DataKey>>,
     services: HashMap<(TenantId, ServiceName), Service>,
+    egress: Vec<sequester_model::EgressRule>,
 }
 
 impl Snapshot {
@@ -46,6 +47,7 @@ impl Snapshot {
             secrets: HashMap::new(),
             keys: HashMap::new(),
             services: HashMap::new(),
+            egress: Vec::new(),
         }
     }
 
@@ -78,6 +80,7 @@ impl Snapshot {
                 .into_iter()
                 .map(|s| ((s.tenant_id.clone(), s.name.clone()), s))
                 .collect(),
+            egress: data.egress_rules,
         }
     }
 
@@ -182,6 +185,22 @@ impl Snapshot {
             }
         }
         out
+    }
+
+    /// The egress rules of a tenant (agent-less) and of one of its agents.
+    pub fn egress_rules<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        agent: &'a AgentId,
+    ) -> impl Iterator<Item = &'a sequester_model::EgressRule> + 'a {
+        self.egress.iter().filter(move |r| {
+            &r.tenant_id == tenant && r.agent_id.as_ref().is_none_or(|a| a == agent)
+        })
+    }
+
+    /// The token entry for a hash, without any decision (to tell whose token it is).
+    pub fn token_meta(&self, hash: &TokenHash) -> Option<&TokenMeta> {
+        self.tokens.get(hash)
     }
 
     /// A tenant's custom service by name.

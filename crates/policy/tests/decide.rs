@@ -34,6 +34,7 @@ fn world(tweak: impl FnOnce(&mut SnapshotData)) -> Snapshot {
         tokens: vec![],
         agent_keys: vec![],
         services: vec![],
+        egress_rules: vec![],
     };
     for t in [1u8, 2] {
         let tenant = Tenant {

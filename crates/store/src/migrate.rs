@@ -116,6 +116,17 @@ CREATE TABLE services (
     PRIMARY KEY (tenant_id, name)
 ) STRICT;
 
+-- Egress rules of the forward proxy: per tenant (agent_id NULL) or per agent.
+CREATE TABLE egress_rules (
+    tenant_id  TEXT NOT NULL REFERENCES tenants (id),
+    agent_id   TEXT,
+    action     TEXT NOT NULL CHECK (action IN ('allow', 'deny')),
+    pattern    TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    FOREIGN KEY (tenant_id, agent_id) REFERENCES agents (tenant_id, id) ON DELETE CASCADE
+) STRICT;
+CREATE UNIQUE INDEX egress_rules_unique ON egress_rules (tenant_id, COALESCE(agent_id, ''), action, pattern);
+
 -- Audit receipts: one hash chain across the store. `body` is the canonical JSON of the record
 -- (never a value or a token); `hash` = chain_hash(prev_hash, body). The other columns repeat
 -- fields of the body for filtering; `receipts verify` checks that they agree. The head of the

@@ -12,9 +12,10 @@ use sequester_crypto::{
     chain_hash, open_version, placeholder_from, random_bytes, seal_version,
 };
 use sequester_model::{
-    Agent, AgentId, AgentKeyId, AgentKeyMeta, AgentName, BaseUrl, HostPattern, InjectionRule,
-    SecretId, SecretMeta, SecretName, SecretOrigin, SecretState, Service, ServiceName, Tenant,
-    TenantId, TenantName, Timestamp, TokenId, TokenKind, TokenMeta, VersionMeta,
+    Agent, AgentId, AgentKeyId, AgentKeyMeta, AgentName, BaseUrl, EgressAction, EgressRule,
+    HostPattern, InjectionRule, SecretId, SecretMeta, SecretName, SecretOrigin, SecretState,
+    Service, ServiceName, Tenant, TenantId, TenantName, Timestamp, TokenId, TokenKind, TokenMeta,
+    VersionMeta,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
 use sqlx::{ConnectOptions as _, Connection as _, Row as _, SqliteConnection};
@@ -253,6 +254,31 @@ fn hash_from_row(row: &SqliteRow) -> Result<TokenHash, StoreError> {
 
 /// Label binding the sealed interception CA key.
 const INTERCEPT_CA_LABEL: &str = "interception CA key";
+
+const EGRESS_SELECT: &str =
+    "SELECT e.tenant_id, e.agent_id, a.name AS agent_name, e.action, e.pattern, e.created_at
+     FROM egress_rules e LEFT JOIN agents a ON a.tenant_id = e.tenant_id AND a.id = e.agent_id";
+
+fn egress_from_row(row: &SqliteRow) -> Result<EgressRule, StoreError> {
+    let agent_id: Option<String> = row.try_get("agent_id")?;
+    let agent: Option<String> = row.try_get("agent_name")?;
+    let pattern: String = row.try_get("pattern")?;
+    Ok(EgressRule {
+        tenant_id: TenantId::from_stored(row.try_get("tenant_id")?),
+        agent_id: agent_id.map(AgentId::from_stored),
+        agent: agent
+            .map(|a| AgentName::parse(&a))
+            .transpose()
+            .map_err(|_| StoreError::corrupt("agent name"))?,
+        action: match row.try_get::<String, _>("action")?.as_str() {
+            "allow" => EgressAction::Allow,
+            "deny" => EgressAction::Deny,
+            _ => return Err(StoreError::corrupt("egress action")),
+        },
+        pattern: HostPattern::parse(&pattern).map_err(|_| StoreError::corrupt("egress pattern"))?,
+        created_at: ts(row.try_get("created_at")?),
+    })
+}
 
 const RECEIPT_COLUMNS: &str =
     "seq, tenant_id, at_ms, kind, request_id, agent, secret, denied, body, prev_hash, hash";
@@ -1051,6 +1077,83 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn add_egress_rule(
+        &self,
+        tenant: &TenantId,
+        agent: Option<&AgentName>,
+        action: EgressAction,
+        pattern: &HostPattern,
+        now: Timestamp,
+    ) -> Result<EgressRule, StoreError> {
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
+        let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
+        let agent_row = match agent {
+            Some(a) => Some(Self::fetch_agent(&mut tx, tenant, &tenant_name, a).await?),
+            None => None,
+        };
+        sqlx::query(
+            "INSERT INTO egress_rules (tenant_id, agent_id, action, pattern, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(agent_row.as_ref().map(|a| a.id.as_str()))
+        .bind(action.as_str())
+        .bind(pattern.to_string())
+        .bind(now.unix())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(EgressRule {
+            tenant_id: tenant.clone(),
+            agent_id: agent_row.as_ref().map(|a| a.id.clone()),
+            agent: agent_row.map(|a| a.name),
+            action,
+            pattern: pattern.clone(),
+            created_at: now,
+        })
+    }
+
+    async fn remove_egress_rule(
+        &self,
+        tenant: &TenantId,
+        agent: Option<&AgentName>,
+        action: EgressAction,
+        pattern: &HostPattern,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.lock().await?;
+        let mut tx = begin_write(&mut conn).await?;
+        let tenant_name = Self::tenant_row(&mut tx, tenant).await?.name;
+        let agent_id = match agent {
+            Some(a) => Some(
+                Self::fetch_agent(&mut tx, tenant, &tenant_name, a)
+                    .await?
+                    .id,
+            ),
+            None => None,
+        };
+        let done = sqlx::query(
+            "DELETE FROM egress_rules WHERE tenant_id = ? AND COALESCE(agent_id, '') = ? AND action = ? AND pattern = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(agent_id.as_ref().map_or("", |a| a.as_str()))
+        .bind(action.as_str())
+        .bind(pattern.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_egress_rules(&self, tenant: &TenantId) -> Result<Vec<EgressRule>, StoreError> {
+        sqlx::query(&format!("{EGRESS_SELECT} WHERE e.tenant_id = ? ORDER BY e.agent_id IS NOT NULL, a.name, e.action, e.pattern"))
+            .bind(tenant.as_str())
+            .fetch_all(&mut *self.lock().await?)
+            .await?
+            .iter()
+            .map(egress_from_row)
+            .collect()
+    }
+
     async fn interception_ca(
         &self,
     ) -> Result<Option<(String, zeroize::Zeroizing<Vec<u8>>)>, StoreError> {
@@ -1166,6 +1269,12 @@ impl Store for SqliteStore {
             .iter()
             .map(|row| Ok((hash_from_row(row)?, agent_key_from_row(row)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let egress_rules = sqlx::query(EGRESS_SELECT)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(egress_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         let services =
             sqlx::query("SELECT tenant_id, name, base_url, injection, created_at FROM services")
                 .fetch_all(&mut *tx)
@@ -1182,6 +1291,7 @@ impl Store for SqliteStore {
             tokens,
             agent_keys,
             services,
+            egress_rules,
         })
     }
 

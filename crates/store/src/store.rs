@@ -2,9 +2,9 @@ use crate::StoreError;
 use async_trait::async_trait;
 use sequester_crypto::{DataKey, IssuedToken, SecretValue, TokenHash};
 use sequester_model::{
-    Agent, AgentId, AgentKeyId, AgentKeyMeta, AgentName, BaseUrl, HostPattern, InjectionRule,
-    SecretMeta, SecretName, Service, ServiceName, Tenant, TenantId, TenantName, Timestamp, TokenId,
-    TokenMeta, VersionMeta,
+    Agent, AgentId, AgentKeyId, AgentKeyMeta, AgentName, BaseUrl, EgressAction, EgressRule,
+    HostPattern, InjectionRule, SecretMeta, SecretName, Service, ServiceName, Tenant, TenantId,
+    TenantName, Timestamp, TokenId, TokenMeta, VersionMeta,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +71,7 @@ pub struct SnapshotData {
     pub tokens: Vec<(TokenHash, TokenMeta)>,
     pub agent_keys: Vec<(TokenHash, AgentKeyMeta)>,
     pub services: Vec<Service>,
+    pub egress_rules: Vec<EgressRule>,
 }
 
 /// The outcome of sanitizing one detected value.
@@ -260,6 +261,26 @@ pub trait Store: Send + Sync {
     async fn list_services(&self, tenant: &TenantId) -> Result<Vec<Service>, StoreError>;
     async fn remove_service(&self, tenant: &TenantId, name: &ServiceName)
     -> Result<(), StoreError>;
+
+    // Egress rules of the forward proxy.
+    /// Adds a rule for the tenant, or for one agent. Adding an existing rule is not an error.
+    async fn add_egress_rule(
+        &self,
+        tenant: &TenantId,
+        agent: Option<&AgentName>,
+        action: EgressAction,
+        pattern: &HostPattern,
+        now: Timestamp,
+    ) -> Result<EgressRule, StoreError>;
+    /// Removes a rule; `false` if there was none.
+    async fn remove_egress_rule(
+        &self,
+        tenant: &TenantId,
+        agent: Option<&AgentName>,
+        action: EgressAction,
+        pattern: &HostPattern,
+    ) -> Result<bool, StoreError>;
+    async fn list_egress_rules(&self, tenant: &TenantId) -> Result<Vec<EgressRule>, StoreError>;
 
     // The interception CA of the forward proxy (one per broker).
     /// The CA certificate (PEM) and its private key (DER, opened from its sealed form).
