@@ -147,6 +147,10 @@ pub struct ServeArgs {
     /// Address the gateway listens on [default: the config's `listen`, else 127.0.0.1:8787]
     #[arg(long, env = "SEQUESTER_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Address the forward proxy (HTTPS_PROXY) listens on [default: the config's
+    /// `proxy_listen`, else 127.0.0.1:8788]
+    #[arg(long, env = "SEQUESTER_PROXY_LISTEN", value_name = "ADDR")]
+    pub proxy_listen: Option<String>,
     /// Configuration file (TOML) [default: sequester.toml in the data directory, if present]
     #[arg(long, env = "SEQUESTER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,

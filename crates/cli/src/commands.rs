@@ -189,6 +189,9 @@ fn load_config(ctx: &Ctx, args: &ServeArgs) -> Result<sequester_proxy::Config, F
     if let Some(ca) = &args.upstream_ca {
         config.upstream_ca = Some(ca.clone());
     }
+    if let Some(listen) = &args.proxy_listen {
+        config.proxy_listen = Some(listen.clone());
+    }
     Ok(config)
 }
 
@@ -224,6 +227,26 @@ async fn serve_with(ctx: &Ctx, args: &ServeArgs, store: &SqliteStore) -> Result<
             format!("cannot read the listening address: {e}"),
         )
     })?;
+    let proxy_listen = config
+        .proxy_listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:8788".to_owned());
+    let proxy_addr: std::net::SocketAddr = proxy_listen.parse().map_err(|_| {
+        Failure::new(
+            ErrorCode::InvalidConfig,
+            format!("proxy listen address {proxy_listen:?} is not IP:PORT, such as 127.0.0.1:8788"),
+        )
+    })?;
+    let proxy_listener = tokio::net::TcpListener::bind(proxy_addr)
+        .await
+        .map_err(|e| Failure::new(ErrorCode::Io, format!("cannot listen on {proxy_addr}: {e}")))?;
+    let proxy_local = proxy_listener.local_addr().map_err(|e| {
+        Failure::new(
+            ErrorCode::Io,
+            format!("cannot read the listening address: {e}"),
+        )
+    })?;
+    let (ca, ca_path) = crate::intercept::ensure_ca(ctx, store).await?;
     let control: Arc<SqliteStore> = Arc::new(store.reopen().await?);
     let audit: Arc<SqliteStore> = Arc::new(store.reopen().await?);
     let (plane, background) = sequester_proxy::DataPlane::start(
@@ -232,6 +255,7 @@ async fn serve_with(ctx: &Ctx, args: &ServeArgs, store: &SqliteStore) -> Result<
         config,
         ctx.redactor.shared_detector(),
         Arc::clone(&ctx.redactor),
+        Some(ca),
     )
     .await
     .map_err(|e| Failure::new(e.code(), e.to_string()))?;
@@ -239,15 +263,28 @@ async fn serve_with(ctx: &Ctx, args: &ServeArgs, store: &SqliteStore) -> Result<
     if ctx.json {
         println!(
             "{}",
-            serde_json::json!({"event": "ready", "listen": local.to_string(), "data_dir": ctx.data.root().display().to_string()})
+            serde_json::json!({"event": "ready", "listen": local.to_string(), "proxy": proxy_local.to_string(), "ca": ca_path.display().to_string(), "data_dir": ctx.data.root().display().to_string()})
         );
     } else {
         println!(
-            "sequester ready: gateway on http://{local} (data dir {})",
+            "sequester ready: gateway on http://{local}, proxy on http://{proxy_local} (CA {}; data dir {})",
+            ca_path.display(),
             ctx.data.root().display()
         );
     }
-    let served = sequester_proxy::serve(listener, plane, shutdown_signal()).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let (served, proxied) = tokio::join!(
+        sequester_proxy::serve(listener, Arc::clone(&plane), stopped(stop_rx.clone())),
+        sequester_proxy::serve_proxy(proxy_listener, plane, stopped(stop_rx)),
+    );
+    let served = served.and(proxied);
     background.shutdown().await;
     control.close().await;
     audit.close().await;

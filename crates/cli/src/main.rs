@@ -6,6 +6,7 @@ mod commands;
 mod detect;
 mod failure;
 mod input;
+mod intercept;
 mod output;
 
 use clap::Parser as _;

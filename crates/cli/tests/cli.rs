@@ -708,7 +708,14 @@ fn serve_reports_ready_answers_health_and_stops_on_sigterm() {
 fn up_initialises_a_fresh_directory_then_serves() {
     let cli = Cli::new(BIN);
     let mut child = cli
-        .command(&["--json", "up", "--listen", "127.0.0.1:0"])
+        .command(&[
+            "--json",
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            "127.0.0.1:0",
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -433,7 +433,19 @@ impl Detector {
                 return Err("placeholder");
             }
             if rule.filters.lookalike && stoplist::is_lookalike(secret) {
-                return Err("lookalike");
+                // Some services issue UUIDs as API keys: accept one, at low confidence, only
+                // where the name says it is a token or a secret.
+                let named_secret = rule.filters.identifier
+                    && stoplist::is_uuid(secret)
+                    && stoplist::identifier_names_secret(stoplist::identifier_at(
+                        hay,
+                        c.whole.start,
+                        c.secret.start,
+                    ));
+                if !named_secret {
+                    return Err("lookalike");
+                }
+                confidence = Confidence::Low;
             }
             if rule.filters.random && !stoplist::looks_random(secret) {
                 return Err("not random");
@@ -447,7 +459,7 @@ impl Detector {
                 return Err("character classes");
             }
             if rule.filters.identifier {
-                let ident = stoplist::identifier_at(hay, c.whole.start);
+                let ident = stoplist::identifier_at(hay, c.whole.start, c.secret.start);
                 if stoplist::identifier_names_non_credential(ident) {
                     return Err("identifier");
                 }

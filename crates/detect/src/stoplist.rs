@@ -48,6 +48,8 @@ const PLACEHOLDER_PARTS: &[&[u8]] = &[
     b"invalid",
     b"goes_here",
     b"goeshere",
+    // The example UUID of RFC 4122 and countless docs.
+    b"123e4567-e89b-12d3",
 ];
 
 /// Whole values (compared case-insensitively) that are words, not credentials.
@@ -255,12 +257,10 @@ pub fn is_lookalike(value: &[u8]) -> bool {
     }
     // Few letters around a long number: an id (`cmp2-qat-1208358310`), not a key.
     let letters = value.iter().filter(|b| b.is_ascii_alphabetic()).count();
-    let longest_digits = value
-        .split(|b| !b.is_ascii_digit())
-        .map(<[u8]>::len)
-        .max()
-        .unwrap_or(0);
-    if letters < 8 && longest_digits >= 6 && longest_digits < value.len() {
+    let numeric_segment = value
+        .split(|b| !b.is_ascii_alphanumeric())
+        .any(|seg| seg.len() >= 6 && seg.iter().all(u8::is_ascii_digit));
+    if letters < 8 && numeric_segment && value.iter().any(|b| !b.is_ascii_alphanumeric()) {
         return true;
     }
     // Only digits and separators: versions, dates, phone numbers, amounts.
@@ -296,7 +296,8 @@ fn ends_with_version(value: &[u8]) -> bool {
     tail_ok && numeric(lead) && lead.len() < first.len()
 }
 
-fn is_uuid(value: &[u8]) -> bool {
+/// Whether `value` is a UUID (optionally in braces).
+pub fn is_uuid(value: &[u8]) -> bool {
     let v = value
         .strip_prefix(b"{")
         .and_then(|v| v.strip_suffix(b"}"))
@@ -404,7 +405,20 @@ fn piece_is_wordy(piece: &[u8]) -> bool {
         .iter()
         .filter(|b| matches!(b.to_ascii_lowercase(), b'a' | b'e' | b'i' | b'o' | b'u'))
         .count();
-    piece.len() <= 15 && (vowels * 5 >= piece.len() && piece.len() <= 12 || vowels * 10 >= piece.len() * 3)
+    // Four consonants in a row are rare in words and common in random letters.
+    let mut run = 0usize;
+    let mut longest = 0usize;
+    for b in piece {
+        if matches!(b.to_ascii_lowercase(), b'a' | b'e' | b'i' | b'o' | b'u' | b'y') {
+            run = 0;
+        } else {
+            run += 1;
+            longest = longest.max(run);
+        }
+    }
+    longest < 4
+        && piece.len() <= 15
+        && (vowels * 5 >= piece.len() && piece.len() <= 12 || vowels * 10 >= piece.len() * 3)
 }
 
 /// How many letter pieces of `value` are words (see [`wordy_share`]).
@@ -487,6 +501,21 @@ fn identifier_words(ident: &[u8]) -> Vec<String> {
     words
 }
 
+/// Whether the identifier explicitly names a secret (`herokuToken`, `API_KEY`, `db_password`),
+/// not just any key. Used to accept look-alike values (UUIDs) that some services issue as
+/// credentials.
+pub fn identifier_names_secret(ident: &[u8]) -> bool {
+    let words = identifier_words(ident);
+    let strong = [
+        "token", "tokens", "secret", "apikey", "password", "passwd", "pwd", "auth", "credential",
+        "credentials", "pat",
+    ];
+    words.iter().any(|w| strong.contains(&w.as_str()))
+        || words.windows(2).any(|p| {
+            p[1] == "key" && ["api", "access", "secret", "private", "license", "master"].contains(&p[0].as_str())
+        })
+}
+
 /// Whether the identifier around a keyword names something that is not a credential.
 pub fn identifier_names_non_credential(ident: &[u8]) -> bool {
     let words = identifier_words(ident);
@@ -521,9 +550,11 @@ pub fn value_echoes_identifier(value: &[u8], ident: &[u8]) -> bool {
 }
 
 /// The identifier around `pos` in `hay`: the run of word characters (`A-Za-z0-9_.-`) that
-/// contains `pos`, capped at 64 bytes on each side.
-pub fn identifier_at(hay: &[u8], pos: usize) -> &[u8] {
+/// contains `pos`, capped at 64 bytes on each side and never reaching `limit` (where the
+/// value starts).
+pub fn identifier_at(hay: &[u8], pos: usize, limit: usize) -> &[u8] {
     let is_ident = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+    let hay = &hay[..limit.min(hay.len())];
     let pos = pos.min(hay.len());
     let mut start = pos;
     while start > 0 && pos - start < 64 && is_ident(hay[start - 1]) {
@@ -648,7 +679,7 @@ mod tests {
         for v in ["api_key", "SECRET_KEY", "githubToken", "client_secret", "DB_PASSWORD", "message-birdToken", "keystore_password"] {
             assert!(!identifier_names_non_credential(v.as_bytes()), "{v}");
         }
-        assert_eq!(identifier_at(b"x = my_api_key=1", 8), b"my_api_key");
+        assert_eq!(identifier_at(b"x = my_api_key=1", 8, 15), b"my_api_key");
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub enum ErrorCode {
     UpstreamUnavailable,
     UpstreamTimeout,
     NotFound,
+    ExfiltrationBlocked,
     // Infrastructure.
     StorageUnavailable,
     SchemaTooNew,
@@ -111,6 +112,7 @@ impl ErrorCode {
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::NotFound => "not_found",
+            Self::ExfiltrationBlocked => "exfiltration_blocked",
             Self::StorageUnavailable => "storage_unavailable",
             Self::SchemaTooNew => "schema_too_new",
             Self::Io => "io_error",
@@ -163,6 +165,7 @@ impl ErrorCode {
         Self::UpstreamUnavailable,
         Self::UpstreamTimeout,
         Self::NotFound,
+        Self::ExfiltrationBlocked,
         Self::StorageUnavailable,
         Self::SchemaTooNew,
         Self::Io,

@@ -11,6 +11,12 @@
 //! idle = 300000
 //! audit = 5000        # longest wait for an intent receipt to be durable
 //!
+//! proxy_listen = "127.0.0.1:8788"                 # the forward proxy (HTTPS_PROXY)
+//! no_intercept = ["pinned.example.com"]            # tunnelled blind, never injected into
+//!
+//! [egress]
+//! default = "allow"                                # or "deny": only what `egress allow` names
+//!
 //! [services.internal]
 //! base_url = "https://api.internal.example/v1"
 //! inject = "header:x-api-key:{value}"
@@ -94,6 +100,24 @@ impl Timeouts {
     }
 }
 
+/// The forward proxy's egress default (rules come from `sequester egress`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressDefault {
+    /// Destinations no rule names are allowed (private and metadata addresses still are not).
+    #[default]
+    Allow,
+    /// Only destinations an allow rule names.
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    #[serde(default)]
+    pub default: EgressDefault,
+}
+
 /// Everything `serve` can be configured with. Flags override the file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +128,15 @@ pub struct Config {
     pub upstream_ca: Option<PathBuf>,
     #[serde(default)]
     pub gateway_hostnames: Vec<String>,
+    /// Where the forward proxy listens (default 127.0.0.1:8788).
+    #[serde(default)]
+    pub proxy_listen: Option<String>,
+    /// Hosts tunnelled without interception (clients that pin certificates). Nothing is ever
+    /// injected into these tunnels.
+    #[serde(default)]
+    pub no_intercept: Vec<sequester_model::HostPattern>,
+    #[serde(default)]
+    pub egress: EgressConfig,
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]

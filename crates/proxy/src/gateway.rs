@@ -38,7 +38,7 @@ const HOP_BY_HOP: &[&str] = &[
     crate::framing::CONFLICT_HEADER,
 ];
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -53,7 +53,7 @@ pub(crate) fn request_id() -> String {
     id
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -72,19 +72,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// What is known about a request so far, for its receipt.
-struct Context {
-    request_id: String,
-    started: Instant,
-    at_ms: i64,
-    method: String,
-    host: String,
-    path: String,
-    service: Option<String>,
-    run_id: Option<String>,
+pub(crate) struct Context {
+    pub(crate) request_id: String,
+    pub(crate) started: Instant,
+    pub(crate) at_ms: i64,
+    pub(crate) method: String,
+    pub(crate) host: String,
+    pub(crate) path: String,
+    pub(crate) service: Option<String>,
+    pub(crate) run_id: Option<String>,
+    pub(crate) mode: Mode,
 }
 
 impl Context {
-    fn receipt(&self, kind: Kind, decision: Verdict) -> Receipt {
+    pub(crate) fn receipt(&self, kind: Kind, decision: Verdict) -> Receipt {
         Receipt {
             kind,
             request_id: self.request_id.clone(),
@@ -95,7 +96,7 @@ impl Context {
             token_id: None,
             secret: None,
             secret_version: None,
-            mode: Mode::Gateway,
+            mode: self.mode,
             service: self.service.clone(),
             method: self.method.clone(),
             host: self.host.clone(),
@@ -114,7 +115,7 @@ impl Context {
 
 impl DataPlane {
     /// Refuses, records a denial receipt and counts it.
-    async fn deny(
+    pub(crate) async fn deny(
         &self,
         ctx: &Context,
         mut receipt: Receipt,
@@ -174,6 +175,7 @@ impl DataPlane {
                 parts.headers.get("x-run-id").map(HeaderValue::as_bytes),
                 parts.headers.get("traceparent").map(HeaderValue::as_bytes),
             ),
+            mode: Mode::Gateway,
         };
         let denied = |ctx: &Context| ctx.receipt(Kind::Denial, Verdict::Deny);
 

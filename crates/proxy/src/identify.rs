@@ -22,7 +22,7 @@ pub enum IdentifyError {
 }
 
 /// Every well-formed token (`sqt_…`) and placeholder (`<<SECRET_…>>`) in `bytes`.
-fn tokens_in(bytes: &[u8], out: &mut Vec<Zeroizing<String>>) {
+pub(crate) fn tokens_in(bytes: &[u8], out: &mut Vec<Zeroizing<String>>) {
     let prefix = TOKEN_PREFIX.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -69,7 +69,7 @@ fn tokens_in_header(value: &[u8], out: &mut Vec<Zeroizing<String>>) {
     }
 }
 
-fn percent_decode(s: &str) -> Zeroizing<Vec<u8>> {
+pub(crate) fn percent_decode(s: &str) -> Zeroizing<Vec<u8>> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -19,6 +19,7 @@ mod agent_api;
 mod body;
 pub mod config;
 pub mod egress;
+mod forward;
 mod framing;
 mod gateway;
 mod identify;
@@ -68,6 +69,9 @@ pub struct DataPlane {
     client: upstream::UpstreamClient,
     metrics: Arc<Metrics>,
     detector: Arc<sequester_detect::Detector>,
+    intercept: Option<Arc<intercept_ca::LeafCache>>,
+    guard: egress::EgressGuard,
+    tls_client: rustls::ClientConfig,
 }
 
 /// The data plane's background tasks; stop them with [`Background::shutdown`].
@@ -99,8 +103,10 @@ impl DataPlane {
         config: Config,
         detector: Arc<sequester_detect::Detector>,
         log_redactor: Arc<log_redact::LogRedactor>,
+        intercept_ca: Option<intercept_ca::InterceptCa>,
     ) -> Result<(Arc<Self>, Background), ConfigError> {
         let client = upstream::build(config.upstream_ca.as_deref(), &config.timeouts)?;
+        let tls_client = upstream::tls_config(config.upstream_ca.as_deref())?;
         let metrics = Arc::new(Metrics::default());
         let live = Arc::new(LiveSnapshot::new(
             sequester_policy::Snapshot::empty(),
@@ -118,6 +124,9 @@ impl DataPlane {
             client,
             metrics,
             detector,
+            intercept: intercept_ca.map(|ca| Arc::new(intercept_ca::LeafCache::new(Arc::new(ca)))),
+            guard: egress::EgressGuard::system(),
+            tls_client,
         });
         Ok((
             plane,
@@ -228,6 +237,52 @@ pub async fn serve(
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!("in-flight requests did not finish within the shutdown grace period");
         }
+    }
+    Ok(())
+}
+
+/// Serves the forward proxy (HTTP/1.1 with CONNECT) from `listener` until `shutdown`.
+pub async fn serve_proxy(
+    listener: TcpListener,
+    plane: Arc<DataPlane>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder.http1().max_buf_size(MAX_HEADER_BYTES);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "proxy accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let plane = Arc::clone(&plane);
+                let service = service_fn(move |req| {
+                    let plane = Arc::clone(&plane);
+                    async move { Ok::<_, Infallible>(plane.proxy(req).await) }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(framing::FramingGuard::new(stream)), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "proxy connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | C::SecretRevoked
         | C::SecretExpired
         | C::HostNotAllowed
+        | C::ExfiltrationBlocked
         | C::DestinationForbidden => StatusCode::FORBIDDEN,
         C::UnknownService | C::NotFound => StatusCode::NOT_FOUND,
         C::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,

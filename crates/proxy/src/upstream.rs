@@ -38,16 +38,22 @@ fn roots(extra_ca: Option<&Path>) -> Result<rustls::RootCertStore, ConfigError> 
     Ok(roots)
 }
 
-pub fn build(extra_ca: Option<&Path>, timeouts: &Timeouts) -> Result<UpstreamClient, ConfigError> {
+/// The TLS client configuration for upstreams: ring, safe defaults, webpki roots plus the
+/// extra CA file.
+pub fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, ConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::UpstreamCa {
             path: extra_ca.map(Path::to_owned).unwrap_or_default(),
             message: e.to_string(),
         })?
         .with_root_certificates(roots(extra_ca)?)
-        .with_no_client_auth();
+        .with_no_client_auth())
+}
+
+pub fn build(extra_ca: Option<&Path>, timeouts: &Timeouts) -> Result<UpstreamClient, ConfigError> {
+    let tls = tls_config(extra_ca)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);

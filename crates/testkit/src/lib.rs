@@ -85,7 +85,7 @@ impl Cli {
             .env_remove("SEQUESTER_PASSPHRASE_FILE")
             .env_remove("SEQUESTER_TENANT")
             .env_remove("SEQUESTER_LISTEN")
-            .env("SEQUESTER_LOG", "debug");
+            .env("SEQUESTER_LOG", "warn");
         cmd
     }
 
@@ -253,17 +253,31 @@ pub fn wait_for<T>(deadline: Duration, what: &str, mut check: impl FnMut() -> Op
 /// A running `sequester serve` on an ephemeral loopback port. Stopped by PID on drop.
 pub struct Broker {
     child: Child,
+    /// The gateway's address.
     pub addr: String,
+    /// The forward proxy's address.
+    pub proxy_addr: String,
+    /// The interception CA certificate clients must trust for the proxy.
+    pub ca_pem: std::path::PathBuf,
     stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl Broker {
     /// Starts `sequester serve --listen 127.0.0.1:0` and waits for its ready line.
     pub fn start(cli: &Cli, extra: &[&str]) -> Self {
-        let mut args = vec!["--json", "serve", "--listen", "127.0.0.1:0"];
+        let mut args = vec![
+            "--json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            "127.0.0.1:0",
+        ];
         args.extend_from_slice(extra);
         let mut child = cli
             .command(&args)
+            // The broker logs everything, so tests can check that no value reaches a log line.
+            .env("SEQUESTER_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -296,9 +310,16 @@ impl Broker {
         let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(ready["event"], "ready", "{line}");
         let addr = ready["listen"].as_str().unwrap().to_owned();
+        let proxy_addr = ready["proxy"].as_str().unwrap_or_default().to_owned();
+        let ca_pem = ready["ca"]
+            .as_str()
+            .map(std::path::PathBuf::from)
+            .unwrap_or_default();
         Self {
             child,
             addr,
+            proxy_addr,
+            ca_pem,
             stderr,
         }
     }
