@@ -68,6 +68,14 @@ pub enum Command {
     /// Manage tenants (isolation zones: nothing crosses tenants)
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Run a command as an agent: its traffic goes through the broker's proxy, it holds only
+    /// tokens, and it cannot read the data directory
+    Run(RunArgs),
+    /// Print the shell settings `run` would give an agent (eval "$(sequester env --agent A)")
+    Env(EnvArgs),
+    /// (internal) confine this process away from the data directory, then exec the command
+    #[command(name = "__exec-confined", hide = true)]
+    ExecConfined(ExecConfinedArgs),
     /// Find credentials in files and directories (respects .gitignore); exit 1 if any
     Scan(ScanArgs),
     /// Copy standard input to standard output with every credential replaced
@@ -240,6 +248,10 @@ pub struct SecretAddArgs {
     /// The secret expires after this long, e.g. 90d or 12h
     #[arg(long, value_name = "DURATION")]
     pub expires_in: Option<String>,
+    /// Environment variable that `sequester run` sets to the agent's token for this secret,
+    /// e.g. OPENAI_API_KEY
+    #[arg(long = "env", value_name = "VAR")]
+    pub env_var: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -332,4 +344,36 @@ pub enum EgressCommand {
     },
     /// List the tenant's and its agents' rules
     List,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The agent the command runs as
+    #[arg(long, env = "SEQUESTER_AGENT")]
+    pub agent: String,
+    /// Broker settings, used when no broker is serving this data directory and `run` starts
+    /// one of its own
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// The agent whose settings to print
+    #[arg(long, env = "SEQUESTER_AGENT")]
+    pub agent: String,
+    /// How long the agent key and tokens printed stay valid
+    #[arg(long, default_value = "12h", value_name = "DURATION")]
+    pub ttl: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecConfinedArgs {
+    #[arg(long = "deny", value_name = "PATH")]
+    pub deny: Vec<PathBuf>,
+    #[arg(last = true, required = true)]
+    pub command: Vec<std::ffi::OsString>,
 }

@@ -74,36 +74,47 @@ impl Ctx {
     }
 }
 
-pub async fn run(cli: Cli, redactor: Arc<LogRedactor>) -> Result<(), Failure> {
+/// Runs a command; returns the process exit status on success (non-zero only for `run`, whose
+/// status is its command's).
+pub async fn run(cli: Cli, redactor: Arc<LogRedactor>) -> Result<i32, Failure> {
     if let Command::Scan(args) = &cli.command {
-        return crate::detect::scan(args, cli.json);
+        return crate::detect::scan(args, cli.json).map(|()| 0);
     }
     let ctx = Ctx::new(&cli)?;
     let ctx = Ctx { redactor, ..ctx };
-    match cli.command {
+    let cli = match cli.command {
+        Command::Run(args) => return crate::run::run(&ctx, args).await,
+        Command::Env(args) => return crate::run::env(&ctx, &args).await.map(|()| 0),
+        other => other,
+    };
+    dispatch(&ctx, cli).await.map(|()| 0)
+}
+
+async fn dispatch(ctx: &Ctx, command: Command) -> Result<(), Failure> {
+    match command {
         Command::Init(args) => {
-            init(&ctx, &args).await?.close().await;
+            init(ctx, &args).await?.close().await;
             Ok(())
         }
         Command::Up(args) => {
             let store = if ctx.data.is_initialized() {
                 ctx.open().await?
             } else {
-                init(&ctx, &InitArgs { passphrase: false }).await?
+                init(ctx, &InitArgs { passphrase: false }).await?
             };
-            serve(&ctx, &args, store).await
+            serve(ctx, &args, store).await
         }
         Command::Serve(args) => {
             let store = ctx.open().await?;
-            serve(&ctx, &args, store).await
+            serve(ctx, &args, store).await
         }
-        Command::Rekey => rekey(&ctx).await,
-        Command::Scan(_) => Ok(()),
-        Command::Redact(args) => crate::detect::redact(&ctx, &args).await,
-        Command::Tenant(cmd) => tenant(&ctx, cmd).await,
+        Command::Rekey => rekey(ctx).await,
+        Command::Scan(_) | Command::Run(_) | Command::Env(_) | Command::ExecConfined(_) => Ok(()),
+        Command::Redact(args) => crate::detect::redact(ctx, &args).await,
+        Command::Tenant(cmd) => tenant(ctx, cmd).await,
         Command::InTenant(cmd) => {
             let store = ctx.open().await?;
-            let result = in_tenant(&ctx, &store, cmd).await;
+            let result = in_tenant(ctx, &store, cmd).await;
             store.close().await;
             result
         }
@@ -201,7 +212,32 @@ async fn serve(ctx: &Ctx, args: &ServeArgs, store: SqliteStore) -> Result<(), Fa
     result
 }
 
-async fn serve_with(ctx: &Ctx, args: &ServeArgs, store: &SqliteStore) -> Result<(), Failure> {
+/// A broker running in this process: the gateway and the proxy, until `stop`.
+pub(crate) struct RunningBroker {
+    pub(crate) gateway: std::net::SocketAddr,
+    pub(crate) proxy: std::net::SocketAddr,
+    pub(crate) ca_path: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningBroker {
+    /// Stops accepting, lets in-flight requests finish, flushes receipts, closes the store.
+    pub(crate) async fn stop(self) -> Result<(), Failure> {
+        let _ = self.stop.send(true);
+        self.task
+            .await
+            .map_err(|e| Failure::new(ErrorCode::Internal, format!("the broker task failed: {e}")))?
+            .map_err(|e| Failure::new(ErrorCode::Io, format!("server failed: {e}")))
+    }
+}
+
+/// Binds the gateway and the proxy and starts serving in the background.
+pub(crate) async fn start_broker(
+    ctx: &Ctx,
+    args: &ServeArgs,
+    store: &SqliteStore,
+) -> Result<RunningBroker, Failure> {
     // Same-user processes (an agent with a shell) must not ptrace the broker or read its
     // memory, where keys and values live for the moment of use.
     if let Err(e) = sequester_confine::make_undumpable() {
@@ -259,7 +295,34 @@ async fn serve_with(ctx: &Ctx, args: &ServeArgs, store: &SqliteStore) -> Result<
     )
     .await
     .map_err(|e| Failure::new(e.code(), e.to_string()))?;
-    tracing::info!(listen = %local, data_dir = %ctx.data.root().display(), "sequester ready");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let task = tokio::spawn(async move {
+        let (served, proxied) = tokio::join!(
+            sequester_proxy::serve(listener, Arc::clone(&plane), stopped(stop_rx.clone())),
+            sequester_proxy::serve_proxy(proxy_listener, plane, stopped(stop_rx)),
+        );
+        background.shutdown().await;
+        control.close().await;
+        audit.close().await;
+        served.and(proxied)
+    });
+    Ok(RunningBroker {
+        gateway: local,
+        proxy: proxy_local,
+        ca_path,
+        stop: stop_tx,
+        task,
+    })
+}
+
+async fn serve_with(ctx: &Ctx, args: &ServeArgs, store: &SqliteStore) -> Result<(), Failure> {
+    let broker = start_broker(ctx, args, store).await?;
+    let (local, proxy_local, ca_path) = (broker.gateway, broker.proxy, broker.ca_path.clone());
+    tracing::info!(listen = %local, proxy = %proxy_local, data_dir = %ctx.data.root().display(), "sequester ready");
+    crate::run::write_runtime(ctx, &broker);
     if ctx.json {
         println!(
             "{}",
@@ -272,23 +335,10 @@ async fn serve_with(ctx: &Ctx, args: &ServeArgs, store: &SqliteStore) -> Result<
             ctx.data.root().display()
         );
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let (served, proxied) = tokio::join!(
-        sequester_proxy::serve(listener, Arc::clone(&plane), stopped(stop_rx.clone())),
-        sequester_proxy::serve_proxy(proxy_listener, plane, stopped(stop_rx)),
-    );
-    let served = served.and(proxied);
-    background.shutdown().await;
-    control.close().await;
-    audit.close().await;
-    served.map_err(|e| Failure::new(ErrorCode::Io, format!("server failed: {e}")))?;
+    shutdown_signal().await;
+    let result = broker.stop().await;
+    crate::run::remove_runtime(ctx);
+    result?;
     tracing::info!("sequester stopped");
     Ok(())
 }
@@ -443,6 +493,10 @@ fn print_secret(ctx: &Ctx, meta: &SecretMeta) {
                 .join(", "),
         ),
         ("inject", inject_label(meta.injection.as_ref())),
+        (
+            "env",
+            meta.env_var.clone().unwrap_or_else(|| "-".to_owned()),
+        ),
         ("version", meta.current_version.to_string()),
         ("created", meta.created_at.rfc3339()),
         ("rotated", opt_time(meta.rotated_at)),
@@ -476,11 +530,33 @@ fn parse_secret_add(ctx: &Ctx, args: &SecretAddArgs) -> Result<NewSecret, Failur
         .map(parse_duration)
         .transpose()?
         .map(|d| ctx.now.plus(d));
+    let env_var = match &args.env_var {
+        Some(var)
+            if !var.is_empty()
+                && var.len() <= 128
+                && var
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+                && !var.as_bytes()[0].is_ascii_digit() =>
+        {
+            Some(var.clone())
+        }
+        Some(var) => {
+            return Err(Failure::new(
+                ErrorCode::InvalidName,
+                format!(
+                    "--env {var:?} is not an environment variable name; use A-Z, 0-9 and _, not starting with a digit"
+                ),
+            ));
+        }
+        None => None,
+    };
     Ok(NewSecret {
         name,
         hosts,
         injection,
         expires_at,
+        env_var,
     })
 }
 

@@ -8,6 +8,7 @@ mod failure;
 mod input;
 mod intercept;
 mod output;
+mod run;
 
 use clap::Parser as _;
 use sequester_proxy::log_redact::LogRedactor;
@@ -45,6 +46,10 @@ fn init_logging(serving: bool, redactor: Arc<LogRedactor>) {
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    // Confine-and-exec runs before any thread exists: Landlock applies to the calling thread.
+    if let args::Command::ExecConfined(a) = &cli.command {
+        return ExitCode::from(u8::try_from(run::exec_confined(a)).unwrap_or(127));
+    }
     let redactor = Arc::new(LogRedactor::new());
     init_logging(
         matches!(cli.command, args::Command::Serve(_) | args::Command::Up(_)),
@@ -63,7 +68,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(commands::run(cli, redactor)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(failure) => {
             if json {
                 eprintln!(

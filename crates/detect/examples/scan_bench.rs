@@ -13,6 +13,7 @@ use sequester_detect::Detector;
 fn main() -> std::process::ExitCode {
     let mut repeat = 3usize;
     let mut redact = false;
+    let mut prefilter_only = false;
     let mut files = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -25,6 +26,7 @@ fn main() -> std::process::ExitCode {
                     .max(1);
             }
             "--redact" => redact = true,
+            "--prefilter-only" => prefilter_only = true,
             _ => files.push(a),
         }
     }
@@ -45,7 +47,9 @@ fn main() -> std::process::ExitCode {
         let mut count = 0usize;
         for _ in 0..repeat {
             let start = Instant::now();
-            count = if redact {
+            count = if prefilter_only {
+                detector.count_keyword_hits(&data)
+            } else if redact {
                 let mut n = 0usize;
                 let mut out = Vec::with_capacity(64 * 1024);
                 let mut r = detector.redactor(|_, _| {

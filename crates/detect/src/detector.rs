@@ -4,13 +4,13 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, LazyLock};
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex_automata::{Anchored, Input};
 use sequester_model::HostPattern;
 use serde::{Deserialize, Serialize};
 
 use crate::DetectError;
 use crate::entropy;
+use crate::prefilter::KeywordIndex;
 use crate::rules::{self, BUILTIN_RULE_FILES, CompiledRule, Rule, RuleInfo};
 use crate::stoplist;
 use crate::validate::ValidatorKind;
@@ -148,7 +148,7 @@ impl Default for DetectorOptions {
 /// A compiled rule set with its keyword prefilter.
 struct Engine {
     rules: Vec<CompiledRule>,
-    prefilter: AhoCorasick,
+    prefilter: KeywordIndex,
     /// Prefilter pattern index → indexes of the rules that use that keyword.
     keyword_rules: Vec<Vec<usize>>,
 }
@@ -191,22 +191,7 @@ impl Engine {
                 }
             }
         }
-        let prefilter = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&keywords)
-            .or_else(|_| {
-                AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .build(&keywords)
-            })
-            .map_err(|e| DetectError::InvalidRule {
-                rule_id: "(all rules)".to_owned(),
-                field: "keywords",
-                reason: format!("cannot build the keyword prefilter: {e}"),
-            })?;
+        let prefilter = KeywordIndex::new(keywords);
         Ok(Self {
             rules,
             prefilter,
@@ -330,35 +315,35 @@ impl Detector {
         let mut recent: [(usize, usize); 8] = [(usize::MAX, usize::MAX); 8];
         let mut recent_at = 0usize;
 
-        for hit in engine.prefilter.find_overlapping_iter(hay) {
-            let Some(rule_ids) = engine.keyword_rules.get(hit.pattern().as_usize()) else {
-                continue;
+        engine.prefilter.for_each_hit(hay, |hit| {
+            let Some(rule_ids) = engine.keyword_rules.get(hit.keyword) else {
+                return;
             };
             for &ri in rule_ids {
                 let Some(rule) = engine.rules.get(ri) else {
                     continue;
                 };
                 if rule.anchored {
-                    let key = (ri, hit.start());
+                    let key = (ri, hit.start);
                     if recent.contains(&key) {
                         continue;
                     }
                     recent[recent_at % recent.len()] = key;
                     recent_at += 1;
-                    let end = hay.len().min(hit.start() + rule.max_len);
+                    let end = hay.len().min(hit.start + rule.max_len);
                     let input = Input::new(hay)
-                        .range(hit.start()..end)
+                        .range(hit.start..end)
                         .anchored(Anchored::Yes);
                     if let Some(c) = capture(rule, ri, &input) {
                         candidates.push(c);
                     }
                 } else {
-                    let start = hit.end().saturating_sub(rule.max_len);
-                    let end = hay.len().min(hit.start() + rule.max_len);
+                    let start = hit.end.saturating_sub(rule.max_len);
+                    let end = hay.len().min(hit.start + rule.max_len);
                     windows.push((ri, start, end));
                 }
             }
-        }
+        });
         if !windows.is_empty() {
             search_windows(engine, hay, &mut windows, &mut candidates);
         }
@@ -483,29 +468,29 @@ impl Detector {
         let engine = &*self.engine;
         let mut candidates = Vec::new();
         let mut windows = Vec::new();
-        for hit in engine.prefilter.find_overlapping_iter(hay) {
-            let Some(rule_ids) = engine.keyword_rules.get(hit.pattern().as_usize()) else {
-                continue;
+        engine.prefilter.for_each_hit(hay, |hit| {
+            let Some(rule_ids) = engine.keyword_rules.get(hit.keyword) else {
+                return;
             };
             for &ri in rule_ids {
                 let Some(rule) = engine.rules.get(ri) else {
                     continue;
                 };
                 if rule.anchored {
-                    let end = hay.len().min(hit.start() + rule.max_len);
+                    let end = hay.len().min(hit.start + rule.max_len);
                     let input = Input::new(hay)
-                        .range(hit.start()..end)
+                        .range(hit.start..end)
                         .anchored(Anchored::Yes);
                     candidates.extend(capture(rule, ri, &input));
                 } else {
                     windows.push((
                         ri,
-                        hit.end().saturating_sub(rule.max_len),
-                        hay.len().min(hit.start() + rule.max_len),
+                        hit.end.saturating_sub(rule.max_len),
+                        hay.len().min(hit.start + rule.max_len),
                     ));
                 }
             }
-        }
+        });
         if !windows.is_empty() {
             search_windows(engine, hay, &mut windows, &mut candidates);
         }
@@ -521,6 +506,14 @@ impl Detector {
                 (id, span, self.check(hay, c).err())
             })
             .collect()
+    }
+
+    /// Counts keyword hits without running any rule (prefilter throughput measurements).
+    #[doc(hidden)]
+    pub fn count_keyword_hits(&self, hay: &[u8]) -> usize {
+        let mut n = 0usize;
+        self.engine.prefilter.for_each_hit(hay, |_| n += 1);
+        n
     }
 
     /// Detection limited to rules that use `validator` (for tests of one format).
@@ -540,29 +533,29 @@ impl Detector {
         };
         let mut candidates = Vec::new();
         let mut windows = Vec::new();
-        for hit in self.engine.prefilter.find_overlapping_iter(hay) {
+        self.engine.prefilter.for_each_hit(hay, |hit| {
             let uses = self
                 .engine
                 .keyword_rules
-                .get(hit.pattern().as_usize())
+                .get(hit.keyword)
                 .is_some_and(|r| r.contains(&ri));
             if !uses {
-                continue;
+                return;
             }
             if rule.anchored {
-                let end = hay.len().min(hit.start() + rule.max_len);
+                let end = hay.len().min(hit.start + rule.max_len);
                 let input = Input::new(hay)
-                    .range(hit.start()..end)
+                    .range(hit.start..end)
                     .anchored(Anchored::Yes);
                 candidates.extend(capture(rule, ri, &input));
             } else {
                 windows.push((
                     ri,
-                    hit.end().saturating_sub(rule.max_len),
-                    hay.len().min(hit.start() + rule.max_len),
+                    hit.end.saturating_sub(rule.max_len),
+                    hay.len().min(hit.start + rule.max_len),
                 ));
             }
-        }
+        });
         if !windows.is_empty() {
             search_windows(&self.engine, hay, &mut windows, &mut candidates);
         }

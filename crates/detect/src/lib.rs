@@ -41,6 +41,7 @@
 
 mod detector;
 mod entropy;
+mod prefilter;
 mod error;
 mod redact;
 mod report;

@@ -247,11 +247,18 @@ fn compile(spec: RuleSpec) -> Result<CompiledRule, DetectError> {
             "must list at least one literal that every match contains",
         ));
     }
-    if let Some(k) = spec.keywords.iter().find(|k| k.len() < 2 || !k.is_ascii()) {
+    if let Some(k) = spec
+        .keywords
+        .iter()
+        .find(|k| k.len() < crate::prefilter::MIN_KEYWORD_LEN || !k.is_ascii() || k.contains('\0'))
+    {
         return Err(invalid(
             id,
             "keywords",
-            format!("entry {k:?} must be ASCII and at least 2 characters long"),
+            format!(
+                "entry {k:?} must be ASCII, without NUL, and at least {} characters long",
+                crate::prefilter::MIN_KEYWORD_LEN
+            ),
         ));
     }
     let validator = match &spec.validator {

@@ -92,6 +92,8 @@ pub struct SecretMeta {
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
     pub origin: SecretOrigin,
+    /// The environment variable `sequester run` sets to the agent's token for this secret.
+    pub env_var: Option<String>,
 }
 
 impl SecretMeta {

@@ -67,6 +67,7 @@ fn world(tweak: impl FnOnce(&mut SnapshotData)) -> Snapshot {
             expires_at: None,
             revoked_at: None,
             origin: SecretOrigin::Admin,
+            env_var: None,
         };
         let sealed = seal_version(
             &key,

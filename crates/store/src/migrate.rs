@@ -47,6 +47,8 @@ CREATE TABLE secrets (
     expires_at      INTEGER,
     revoked_at      INTEGER,
     origin          TEXT NOT NULL DEFAULT 'admin' CHECK (origin IN ('admin', 'sanitized')),
+    -- Environment variable that `sequester run` fills with the agent's token for this secret.
+    env_var         TEXT,
     -- Keyed hash of the value (sanitized secrets only), to recognise the same paste.
     value_mac       BLOB,
     UNIQUE (tenant_id, name),

@@ -129,7 +129,7 @@ struct TenantRow {
     wrapped_key: Vec<u8>,
 }
 
-const SECRET_COLUMNS: &str = "id, tenant_id, name, hosts, injection, current_version, created_at, rotated_at, expires_at, revoked_at, origin";
+const SECRET_COLUMNS: &str = "id, tenant_id, name, hosts, injection, current_version, created_at, rotated_at, expires_at, revoked_at, origin, env_var";
 
 fn secret_from_row(row: &SqliteRow) -> Result<SecretMeta, StoreError> {
     let name: String = row.try_get("name")?;
@@ -162,6 +162,7 @@ fn secret_from_row(row: &SqliteRow) -> Result<SecretMeta, StoreError> {
             "sanitized" => SecretOrigin::Sanitized,
             _ => return Err(StoreError::corrupt(format!("origin of secret {name}"))),
         },
+        env_var: row.try_get("env_var")?,
     })
 }
 
@@ -652,8 +653,8 @@ impl Store for SqliteStore {
         )?;
         drop(value);
         let inserted = sqlx::query(
-            "INSERT INTO secrets (tenant_id, id, name, hosts, injection, current_version, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+            "INSERT INTO secrets (tenant_id, id, name, hosts, injection, current_version, created_at, expires_at, env_var)
+             VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)",
         )
         .bind(tenant.as_str())
         .bind(id.as_str())
@@ -662,6 +663,7 @@ impl Store for SqliteStore {
         .bind(secret.injection.as_ref().map(ToString::to_string))
         .bind(now.unix())
         .bind(secret.expires_at.map(Timestamp::unix))
+        .bind(secret.env_var.as_deref())
         .execute(&mut *tx)
         .await;
         match inserted {

@@ -43,6 +43,8 @@ pub struct NewSecret {
     /// `None`: the service's default rule applies.
     pub injection: Option<InjectionRule>,
     pub expires_at: Option<Timestamp>,
+    /// Environment variable for `sequester run` (validated by the caller: `[A-Z_][A-Z0-9_]*`).
+    pub env_var: Option<String>,
 }
 
 /// One sealed version as the snapshot holds it: opened only at the moment of injection.

@@ -43,6 +43,7 @@ pub fn new_secret(name: &str, host: &str) -> NewSecret {
         hosts: vec![HostPattern::parse(host).unwrap()],
         injection: None,
         expires_at: None,
+        env_var: None,
     }
 }
 
