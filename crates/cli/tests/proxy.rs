@@ -355,3 +355,88 @@ print(json.dumps({"requests": r1, "httpx": r2, "normal": normal, "stream": strea
         .is_empty()
     );
 }
+
+#[test]
+fn a_redirect_to_another_host_does_not_carry_the_placeholder_there() {
+    let env = Env::start();
+    let other = Upstream::start_with_names(&env._ca, &["127.0.0.1"]);
+    env.cli.ok(&["egress", "allow", "127.0.0.1"], None);
+    std::thread::sleep(Duration::from_millis(400));
+    let target = format!("https://127.0.0.1:{}/echo/stolen", other.addr().port());
+    let (status, text) = env.curl(
+        &[
+            "-L",
+            "--location-trusted",
+            "-H",
+            &format!("Authorization: Bearer {}", env.token),
+        ],
+        &env.upstream_url(&format!("/redirect?to={target}")),
+    );
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("exfiltration_blocked"), "{text}");
+    assert_eq!(
+        other.request_count(),
+        0,
+        "the redirect target received the request"
+    );
+    // The first hop, to the allowed host, got the real value.
+    assert_eq!(
+        env.upstream
+            .last_request()
+            .unwrap()
+            .header_str("authorization"),
+        Some(format!("Bearer {}", env.value).as_str())
+    );
+}
+
+#[test]
+fn a_host_header_naming_another_host_is_refused() {
+    let env = Env::start();
+    let (status, text) = env.curl(
+        &[
+            "-H",
+            "Host: evil.example",
+            "-H",
+            &format!("Authorization: Bearer {}", env.token),
+        ],
+        &env.upstream_url("/echo/h"),
+    );
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("destination_forbidden"), "{text}");
+    assert_eq!(env.upstream.request_count(), 0);
+}
+
+#[test]
+fn another_tenants_agent_cannot_use_this_tenants_token() {
+    let env = Env::start();
+    env.cli.ok(&["tenant", "add", "b"], None);
+    env.cli
+        .ok(&["--tenant", "b", "agent", "add", "intruder"], None);
+    env.cli
+        .ok(&["--tenant", "b", "egress", "allow", "localhost"], None);
+    let key = env.cli.json(
+        &["--tenant", "b", "agent", "key", "issue", "intruder"],
+        None,
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::thread::sleep(Duration::from_millis(400));
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-i",
+            "--proxy",
+            &format!("http://intruder:{key}@{}", env.broker.proxy_addr),
+            "--cacert",
+            env.bundle.to_str().unwrap(),
+            "-H",
+            &format!("Authorization: Bearer {}", env.token),
+            &env.upstream_url("/echo/x"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("unknown_token"), "{text}");
+    assert_eq!(env.upstream.request_count(), 0);
+}

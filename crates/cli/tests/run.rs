@@ -245,10 +245,7 @@ fn env_prints_settings_for_the_running_broker() {
     cli.run(&["env", "--agent", "bot"], None);
     let broker = Broker::start(&cli, &["--upstream-ca", ca_path.to_str().unwrap()]);
     let out = cli.ok(&["env", "--agent", "bot", "--ttl", "1h"], None);
-    assert!(
-        out.contains("export HTTPS_PROXY='http://bot:sqa_"),
-        "{out}"
-    );
+    assert!(out.contains("export HTTPS_PROXY='http://bot:sqa_"), "{out}");
     assert!(out.contains(&broker.proxy_addr), "{out}");
     assert!(
         out.lines()

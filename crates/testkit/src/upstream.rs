@@ -51,6 +51,7 @@
 //!     of the `split` value.
 //! - `GET /status/CODE` — status CODE (200–599) with `{"status": CODE}` (no body for 204 and
 //!   304); 400 for any other CODE.
+//! - `GET /redirect?to=URL` — `302 Found` to URL (taken verbatim from the query).
 //! - `GET /slow?ms=D` — waits D ms (default 1000) before sending headers, then
 //!   `{"slept_ms": D}`.
 //! - anything else — 404 `{"error":"not_found","method","path"}`.
@@ -455,6 +456,16 @@ async fn route(shared: &Arc<Shared>, req: Req) -> Response<Body> {
         (&Method::POST, "/sink") => json(StatusCode::OK, &json!({ "received": req.body_len })),
         (&Method::GET, "/leak") => leak(&req),
         (&Method::GET, r) if r.starts_with("/status/") => status(&r["/status/".len()..]),
+        (&Method::GET, "/redirect") => match req.param("to") {
+            Some(to) => Response::builder()
+                .status(StatusCode::FOUND)
+                .header("location", to)
+                .body(full(Bytes::new()))
+                .unwrap_or_else(|_| {
+                    json(StatusCode::BAD_REQUEST, &json!({ "error": "bad location" }))
+                }),
+            None => json(StatusCode::BAD_REQUEST, &json!({ "error": "give ?to=URL" })),
+        },
         (&Method::GET, "/slow") => {
             let ms = req.number("ms", 1000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
