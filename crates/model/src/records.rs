@@ -175,15 +175,24 @@ pub struct TokenMeta {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// Revocation wins over expiry; an expiry at or before `now` has passed.
+fn credential_state(
+    revoked_at: Option<Timestamp>,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> TokenState {
+    if revoked_at.is_some() {
+        TokenState::Revoked
+    } else if expires_at.is_some_and(|e| e <= now) {
+        TokenState::Expired
+    } else {
+        TokenState::Active
+    }
+}
+
 impl TokenMeta {
     pub fn state(&self, now: Timestamp) -> TokenState {
-        if self.revoked_at.is_some() {
-            TokenState::Revoked
-        } else if self.expires_at.is_some_and(|e| e <= now) {
-            TokenState::Expired
-        } else {
-            TokenState::Active
-        }
+        credential_state(self.revoked_at, self.expires_at, now)
     }
 }
 
@@ -213,13 +222,7 @@ pub struct AgentKeyMeta {
 
 impl AgentKeyMeta {
     pub fn state(&self, now: Timestamp) -> TokenState {
-        if self.revoked_at.is_some() {
-            TokenState::Revoked
-        } else if self.expires_at.is_some_and(|e| e <= now) {
-            TokenState::Expired
-        } else {
-            TokenState::Active
-        }
+        credential_state(self.revoked_at, self.expires_at, now)
     }
 }
 

@@ -627,41 +627,26 @@ impl DataPlane {
 
         // Substitute in headers (raw, percent-encoded, inside Basic) and in the query.
         strip_hop_by_hop(&mut parts.headers);
-        let names: Vec<_> = parts.headers.keys().cloned().collect();
-        for name in names {
-            let values: Vec<HeaderValue> = parts.headers.get_all(&name).iter().cloned().collect();
-            let mut changed = false;
-            let mut out = Vec::with_capacity(values.len());
-            for v in values {
-                match substitute_header(v.as_bytes(), &swaps) {
-                    Some(new) => {
-                        changed = true;
-                        match HeaderValue::from_bytes(&new) {
-                            Ok(mut hv) => {
-                                hv.set_sensitive(true);
-                                out.push(hv);
-                            }
-                            Err(_) => {
-                                return self
-                                    .deny(
-                                        &ctx,
-                                        denied(&ctx),
-                                        ErrorCode::InvalidValue,
-                                        "the value cannot be carried in that header",
-                                    )
-                                    .await;
-                            }
-                        }
-                    }
-                    None => out.push(v),
-                }
+        let rewritten = crate::scrub::rewrite_headers(&mut parts.headers, |v| {
+            match substitute_header(v.as_bytes(), &swaps) {
+                Some(new) => HeaderValue::from_bytes(&new)
+                    .map(|mut hv| {
+                        hv.set_sensitive(true);
+                        Some(hv)
+                    })
+                    .map_err(|_| ()),
+                None => Ok(None),
             }
-            if changed {
-                parts.headers.remove(&name);
-                for v in out {
-                    parts.headers.append(name.clone(), v);
-                }
-            }
+        });
+        if rewritten.is_err() {
+            return self
+                .deny(
+                    &ctx,
+                    denied(&ctx),
+                    ErrorCode::InvalidValue,
+                    "the value cannot be carried in that header",
+                )
+                .await;
         }
         let path = substitute_path(&path_and_query, &swaps);
         let uri = match Uri::builder()
@@ -773,21 +758,7 @@ impl DataPlane {
             parts.headers.remove(header::CONTENT_LENGTH);
         }
         if let Some(s) = &mut scrubber {
-            let names: Vec<_> = parts.headers.keys().cloned().collect();
-            for name in names {
-                let values: Vec<HeaderValue> =
-                    parts.headers.get_all(&name).iter().cloned().collect();
-                if values.iter().any(|v| s.scrub_all(v.as_bytes()).is_some()) {
-                    parts.headers.remove(&name);
-                    for v in values {
-                        let new = s
-                            .scrub_all(v.as_bytes())
-                            .and_then(|b| HeaderValue::from_bytes(&b).ok())
-                            .unwrap_or(v);
-                        parts.headers.append(name.clone(), new);
-                    }
-                }
-            }
+            s.scrub_headers(&mut parts.headers);
         }
         if completions.is_empty() {
             // Nothing injected: pass the body through, no receipt beyond the denial-free path.

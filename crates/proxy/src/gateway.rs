@@ -494,31 +494,7 @@ impl DataPlane {
         parts.headers.remove(header::CONTENT_LENGTH);
         let mut scrubber = scrubber;
         if let Some(s) = &mut scrubber {
-            let names: Vec<_> = parts.headers.keys().cloned().collect();
-            for name in names {
-                let values: Vec<HeaderValue> =
-                    parts.headers.get_all(&name).iter().cloned().collect();
-                let mut changed = false;
-                let mut scrubbed = Vec::with_capacity(values.len());
-                for v in values {
-                    match s
-                        .scrub_all(v.as_bytes())
-                        .and_then(|b| HeaderValue::from_bytes(&b).ok())
-                    {
-                        Some(new) => {
-                            changed = true;
-                            scrubbed.push(new);
-                        }
-                        None => scrubbed.push(v),
-                    }
-                }
-                if changed {
-                    parts.headers.remove(&name);
-                    for v in scrubbed {
-                        parts.headers.append(name.clone(), v);
-                    }
-                }
-            }
+            s.scrub_headers(&mut parts.headers);
         }
         if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
             parts.headers.insert("x-sequester-request-id", id);

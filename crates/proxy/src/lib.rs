@@ -184,7 +184,7 @@ impl DataPlane {
     }
 }
 
-/// Serves connections from `listener` until `shutdown` resolves, then lets in-flight requests
+/// Serves the gateway from `listener` until `shutdown` resolves, then lets in-flight requests
 /// finish for up to [`SHUTDOWN_GRACE`].
 pub async fn serve(
     listener: TcpListener,
@@ -200,6 +200,40 @@ pub async fn serve(
     builder
         .http2()
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));
+    accept_loop(
+        listener,
+        builder,
+        plane,
+        |p, req| async move { p.handle(req).await },
+        shutdown,
+    )
+    .await
+}
+
+/// Serves the forward proxy (HTTP/1.1 with CONNECT) from `listener` until `shutdown`.
+pub async fn serve_proxy(
+    listener: TcpListener,
+    plane: Arc<DataPlane>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder.http1().max_buf_size(MAX_HEADER_BYTES);
+    accept_loop(listener, builder, plane, DataPlane::proxy, shutdown).await
+}
+
+/// Accepts connections and serves each with `handler` (behind the framing guard) until
+/// `shutdown`, then lets in-flight requests finish for up to [`SHUTDOWN_GRACE`].
+async fn accept_loop<H, Fut>(
+    listener: TcpListener,
+    builder: auto::Builder<TokioExecutor>,
+    plane: Arc<DataPlane>,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    H: Fn(Arc<DataPlane>, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -216,9 +250,10 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let plane = Arc::clone(&plane);
+                let handler = handler.clone();
                 let service = service_fn(move |req| {
-                    let plane = Arc::clone(&plane);
-                    async move { Ok::<_, Infallible>(plane.handle(req).await) }
+                    let fut = handler(Arc::clone(&plane), req);
+                    async move { Ok::<_, Infallible>(fut.await) }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(framing::FramingGuard::new(stream)), service);
                 let conn = graceful.watch(conn.into_owned());
@@ -237,52 +272,6 @@ pub async fn serve(
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!("in-flight requests did not finish within the shutdown grace period");
         }
-    }
-    Ok(())
-}
-
-/// Serves the forward proxy (HTTP/1.1 with CONNECT) from `listener` until `shutdown`.
-pub async fn serve_proxy(
-    listener: TcpListener,
-    plane: Arc<DataPlane>,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder.http1().max_buf_size(MAX_HEADER_BYTES);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "proxy accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let plane = Arc::clone(&plane);
-                let service = service_fn(move |req| {
-                    let plane = Arc::clone(&plane);
-                    async move { Ok::<_, Infallible>(plane.proxy(req).await) }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(framing::FramingGuard::new(stream)), service);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "proxy connection ended with an error");
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
     }
     Ok(())
 }

@@ -174,6 +174,49 @@ impl Scrubber {
     }
 }
 
+/// Rewrites every header whose values `f` changes (`Some(new)` replaces a value), keeping the
+/// order of values; headers `f` leaves alone are not touched.
+pub fn rewrite_headers<E>(
+    headers: &mut http::HeaderMap,
+    mut f: impl FnMut(&http::HeaderValue) -> Result<Option<http::HeaderValue>, E>,
+) -> Result<(), E> {
+    let names: Vec<_> = headers.keys().cloned().collect();
+    for name in names {
+        let values: Vec<http::HeaderValue> = headers.get_all(&name).iter().cloned().collect();
+        let mut changed = false;
+        let mut out = Vec::with_capacity(values.len());
+        for v in values {
+            match f(&v)? {
+                Some(new) => {
+                    changed = true;
+                    out.push(new);
+                }
+                None => out.push(v),
+            }
+        }
+        if changed {
+            headers.remove(&name);
+            for v in out {
+                headers.append(name.clone(), v);
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Scrubber {
+    /// Scrubs every header value (a value that would not be a valid header after scrubbing
+    /// stays as it was).
+    pub fn scrub_headers(&mut self, headers: &mut http::HeaderMap) {
+        let _ = rewrite_headers(headers, |v| {
+            Ok::<_, std::convert::Infallible>(
+                self.scrub_all(v.as_bytes())
+                    .and_then(|b| http::HeaderValue::from_bytes(&b).ok()),
+            )
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
