@@ -95,7 +95,8 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let rows: Vec<NewReceipt> = batch.iter().map(|j| j.row.clone()).collect();
+        let (rows, waiters): (Vec<NewReceipt>, Vec<_>) =
+            batch.drain(..).map(|j| (j.row, j.done)).unzip();
         let result = store
             .append_receipts(&rows)
             .await
@@ -103,10 +104,8 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
         if let Err(e) = &result {
             tracing::error!(error = %e, receipts = rows.len(), "receipts not written; requests waiting on them are denied");
         }
-        for job in batch.drain(..) {
-            if let Some(done) = job.done {
-                let _ = done.send(result.clone());
-            }
+        for done in waiters.into_iter().flatten() {
+            let _ = done.send(result.clone());
         }
     }
 }

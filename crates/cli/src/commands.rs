@@ -285,6 +285,9 @@ pub(crate) async fn start_broker(
     let (ca, ca_path) = crate::intercept::ensure_ca(ctx, store).await?;
     let control: Arc<SqliteStore> = Arc::new(store.reopen().await?);
     let audit: Arc<SqliteStore> = Arc::new(store.reopen().await?);
+    if config.audit.sync == sequester_proxy::config::AuditSync::Normal {
+        audit.relax_durability().await?;
+    }
     let (plane, background) = sequester_proxy::DataPlane::start(
         control.clone(),
         audit.clone(),

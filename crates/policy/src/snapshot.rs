@@ -155,7 +155,10 @@ impl Snapshot {
     /// Opens every version usable at `now` (current or in grace) of every active secret: the
     /// exact values the broker's log redaction must never let through. Versions that fail to
     /// open are skipped (the request path reports them).
-    pub fn open_all_usable(&self, now: Timestamp) -> Vec<sequester_crypto::SecretValue> {
+    pub fn open_all_usable(
+        &self,
+        now: Timestamp,
+    ) -> Vec<(SecretId, sequester_crypto::SecretValue)> {
         let mut out = Vec::new();
         for secret in self.secrets.values() {
             let meta = &secret.meta;
@@ -180,7 +183,7 @@ impl Snapshot {
                     },
                     &v.sealed,
                 ) {
-                    out.push(value);
+                    out.push((meta.id.clone(), value));
                 }
             }
         }

@@ -14,6 +14,9 @@
 //! proxy_listen = "127.0.0.1:8788"                 # the forward proxy (HTTPS_PROXY)
 //! no_intercept = ["pinned.example.com"]            # tunnelled blind, never injected into
 //!
+//! [audit]
+//! sync = "full"                                    # or "normal": no fsync per commit
+//!
 //! [egress]
 //! default = "allow"                                # or "deny": only what `egress allow` names
 //!
@@ -118,6 +121,25 @@ pub struct EgressConfig {
     pub default: EgressDefault,
 }
 
+/// How durable an intent receipt is before a credential is used.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSync {
+    /// Flushed to stable storage (fsync) before the value is injected.
+    #[default]
+    Full,
+    /// Written to the operating system before the value is injected: survives the broker
+    /// being killed, not a power loss; much lower latency on slow disks.
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    #[serde(default)]
+    pub sync: AuditSync,
+}
+
 /// Everything `serve` can be configured with. Flags override the file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,6 +159,8 @@ pub struct Config {
     pub no_intercept: Vec<sequester_model::HostPattern>,
     #[serde(default)]
     pub egress: EgressConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]

@@ -390,21 +390,22 @@ impl DataPlane {
                     .deny(&ctx, r, ErrorCode::InvalidValue, &e.to_string())
                     .await;
             }
-            let usable = grant.open_usable(now).unwrap_or_default();
-            let mut values: Vec<&[u8]> = Vec::with_capacity(usable.len() + 1);
-            #[expect(
-                clippy::disallowed_methods,
-                reason = "scrubbing: the response is searched for the injected value"
-            )]
-            values.push(value.expose());
-            for v in &usable {
-                #[expect(
-                    clippy::disallowed_methods,
-                    reason = "scrubbing: the response is searched for values still in their grace window"
-                )]
-                values.push(v.expose());
+            // Patterns compiled at snapshot load cover every usable version; a secret whose
+            // versions could not all be opened then falls back to the injected value alone.
+            match self.live.scrub_patterns(&grant.secret.meta.id) {
+                Some(patterns) => Some(Scrubber::with_patterns(
+                    patterns,
+                    presented.token.as_bytes(),
+                )),
+                None => {
+                    #[expect(
+                        clippy::disallowed_methods,
+                        reason = "scrubbing: the response is searched for the injected value"
+                    )]
+                    let injected = value.expose();
+                    Scrubber::new(&[injected], presented.token.as_bytes())
+                }
             }
-            Scrubber::new(&values, presented.token.as_bytes())
         };
 
         // Forward.

@@ -2,8 +2,12 @@
 
 use crate::log_redact::LogRedactor;
 use crate::metrics::Metrics;
+use crate::scrub::ScrubPatterns;
+use sequester_crypto::SecretValue;
+use sequester_model::SecretId;
 use sequester_policy::Snapshot;
 use sequester_store::Store;
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -11,35 +15,45 @@ use std::time::{Duration, Instant};
 /// plus the time to load a snapshot.
 pub const RELOAD_INTERVAL: Duration = Duration::from_millis(200);
 
+/// The current snapshot, when it was loaded, and the compiled scrub patterns of each secret.
+struct Current {
+    snapshot: Arc<Snapshot>,
+    loaded: Instant,
+    scrub: Arc<HashMap<SecretId, Arc<ScrubPatterns>>>,
+}
+
 pub struct LiveSnapshot {
-    current: RwLock<(Arc<Snapshot>, Instant)>,
+    current: RwLock<Current>,
     log_redactor: Arc<LogRedactor>,
 }
 
 impl LiveSnapshot {
     pub fn new(snapshot: Snapshot, log_redactor: Arc<LogRedactor>) -> Self {
         Self {
-            current: RwLock::new((Arc::new(snapshot), Instant::now())),
+            current: RwLock::new(Current {
+                snapshot: Arc::new(snapshot),
+                loaded: Instant::now(),
+                scrub: Arc::new(HashMap::new()),
+            }),
             log_redactor,
         }
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Current> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub fn load(&self) -> Arc<Snapshot> {
-        Arc::clone(
-            &self
-                .current
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .0,
-        )
+        Arc::clone(&self.read().snapshot)
+    }
+
+    /// The compiled response-scrubbing patterns for a secret's usable values.
+    pub fn scrub_patterns(&self, secret: &SecretId) -> Option<Arc<ScrubPatterns>> {
+        self.read().scrub.get(secret).cloned()
     }
 
     pub fn age(&self) -> Duration {
-        self.current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .1
-            .elapsed()
+        self.read().loaded.elapsed()
     }
 
     fn install(&self, snapshot: Snapshot) {
@@ -47,10 +61,29 @@ impl LiveSnapshot {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        self.log_redactor
-            .set_values(&snapshot.open_all_usable(sequester_model::Timestamp::from_unix(now)));
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) =
-            (Arc::new(snapshot), Instant::now());
+        let opened = snapshot.open_all_usable(sequester_model::Timestamp::from_unix(now));
+        let mut by_secret: HashMap<SecretId, Vec<&SecretValue>> = HashMap::new();
+        for (id, value) in &opened {
+            by_secret.entry(id.clone()).or_default().push(value);
+        }
+        let scrub: HashMap<SecretId, Arc<ScrubPatterns>> = by_secret
+            .into_iter()
+            .filter_map(|(id, values)| {
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "scrubbing: responses are searched for these values"
+                )]
+                let raw: Vec<&[u8]> = values.iter().map(|v| v.expose()).collect();
+                ScrubPatterns::new(&raw).map(|p| (id, p))
+            })
+            .collect();
+        let values: Vec<SecretValue> = opened.into_iter().map(|(_, v)| v).collect();
+        self.log_redactor.set_values(&values);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Current {
+            snapshot: Arc::new(snapshot),
+            loaded: Instant::now(),
+            scrub: Arc::new(scrub),
+        };
     }
 
     /// Loads a snapshot now. On failure installs the empty snapshot (deny everything) rather

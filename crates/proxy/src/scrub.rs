@@ -5,35 +5,78 @@
 //! Streaming without delay: after each chunk only the longest tail that could still begin a
 //! match is held back, so a chunk that ends in `\n\n` (an SSE event) goes out at once.
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
-/// Needles derived from a value, each with its replacement derived the same way from the
-/// token.
-fn forms(value: &[u8], token: &[u8]) -> Vec<(Zeroizing<Vec<u8>>, Vec<u8>)> {
-    let mut out: Vec<(Zeroizing<Vec<u8>>, Vec<u8>)> = Vec::new();
-    let mut push = |needle: Vec<u8>, replacement: Vec<u8>| {
-        // Very short needles would match ordinary text; values are much longer in practice.
-        if needle.len() >= 8 && !out.iter().any(|(n, _)| n.as_slice() == needle.as_slice()) {
-            out.push((Zeroizing::new(needle), replacement));
-        }
-    };
-    push(value.to_vec(), token.to_vec());
-    push(
-        STANDARD.encode(value).into_bytes(),
-        STANDARD.encode(token).into_bytes(),
-    );
-    // The value inside a longer base64 blob, at each of the three byte alignments: only the
-    // characters that encode the value's bits alone are matched.
-    for engine in [STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
-        for k in 0..3usize {
-            let core = |bytes: &[u8]| -> Vec<u8> {
-                let mut padded = vec![0u8; k];
+/// One way a value can appear in a response. The same form applied to the token gives the
+/// replacement, so an echoed value decodes to the token wherever it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Raw,
+    Base64Padded,
+    /// The value inside a longer base64 blob at byte alignment `k` (0..3): only the
+    /// characters that encode the value's bits alone.
+    Core {
+        url_safe: bool,
+        k: usize,
+    },
+    Url,
+    UrlLower,
+    Hex,
+    HexUpper,
+}
+
+const FORMS: &[Form] = &[
+    Form::Raw,
+    Form::Base64Padded,
+    Form::Core {
+        url_safe: false,
+        k: 0,
+    },
+    Form::Core {
+        url_safe: false,
+        k: 1,
+    },
+    Form::Core {
+        url_safe: false,
+        k: 2,
+    },
+    Form::Core {
+        url_safe: true,
+        k: 0,
+    },
+    Form::Core {
+        url_safe: true,
+        k: 1,
+    },
+    Form::Core {
+        url_safe: true,
+        k: 2,
+    },
+    Form::Url,
+    Form::UrlLower,
+    Form::Hex,
+    Form::HexUpper,
+];
+
+impl Form {
+    fn encode(self, bytes: &[u8]) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(match self {
+            Self::Raw => bytes.to_vec(),
+            Self::Base64Padded => STANDARD.encode(bytes).into_bytes(),
+            Self::Core { url_safe, k } => {
+                let engine = if url_safe {
+                    URL_SAFE_NO_PAD
+                } else {
+                    STANDARD_NO_PAD
+                };
+                let mut padded = Zeroizing::new(vec![0u8; k]);
                 padded.extend_from_slice(bytes);
-                let enc = Zeroizing::new(engine.encode(&padded).into_bytes());
+                let enc = Zeroizing::new(engine.encode(&*padded).into_bytes());
                 let skip = (8 * k).div_ceil(6);
                 let total_bits = 8 * (k + bytes.len());
                 let end = if total_bits.is_multiple_of(6) {
@@ -42,28 +85,37 @@ fn forms(value: &[u8], token: &[u8]) -> Vec<(Zeroizing<Vec<u8>>, Vec<u8>)> {
                     enc.len().saturating_sub(1)
                 };
                 enc.get(skip..end).map(<[u8]>::to_vec).unwrap_or_default()
-            };
-            push(core(value), core(token));
+            }
+            Self::Url | Self::UrlLower => {
+                let url: Vec<u8> = bytes
+                    .iter()
+                    .flat_map(|&b| {
+                        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                            vec![b]
+                        } else {
+                            format!("%{b:02X}").into_bytes()
+                        }
+                    })
+                    .collect();
+                if self == Self::UrlLower {
+                    url.to_ascii_lowercase()
+                } else {
+                    url
+                }
+            }
+            Self::Hex => hex_lower(bytes),
+            Self::HexUpper => hex_lower(bytes).to_ascii_uppercase(),
+        })
+    }
+
+    /// The replacement for a match of this form: the token in the same encoding, except that
+    /// URL-encoded values are replaced by the token as it is (it needs no encoding).
+    fn replacement(self, token: &[u8]) -> Vec<u8> {
+        match self {
+            Self::Url | Self::UrlLower => token.to_vec(),
+            other => other.encode(token).to_vec(),
         }
     }
-    let url: Vec<u8> = value
-        .iter()
-        .flat_map(|&b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                vec![b]
-            } else {
-                format!("%{b:02X}").into_bytes()
-            }
-        })
-        .collect();
-    push(url.clone(), token.to_vec());
-    push(url.to_ascii_lowercase(), token.to_vec());
-    push(Zeroizing::new(hex_lower(value)).to_vec(), hex_lower(token));
-    push(
-        Zeroizing::new(hex_lower(value).to_ascii_uppercase()).to_vec(),
-        hex_lower(token).to_ascii_uppercase(),
-    );
-    out
 }
 
 fn hex_lower(b: &[u8]) -> Vec<u8> {
@@ -73,10 +125,53 @@ fn hex_lower(b: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// Replaces the forms of a set of values in a byte stream.
-pub struct Scrubber {
+/// The compiled search for a set of values: built once per secret when the snapshot loads,
+/// shared by every request that injects that secret.
+pub struct ScrubPatterns {
     matcher: AhoCorasick,
     needles: Vec<Zeroizing<Vec<u8>>>,
+    forms: Vec<Form>,
+    longest: usize,
+}
+
+impl ScrubPatterns {
+    /// The patterns for `values`; `None` if there is nothing to look for.
+    pub fn new(values: &[&[u8]]) -> Option<Arc<Self>> {
+        let mut needles: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+        let mut forms = Vec::new();
+        for value in values {
+            for form in FORMS {
+                let needle = form.encode(value);
+                // Very short needles would match ordinary text; values are longer in practice.
+                if needle.len() >= 8 && !needles.iter().any(|n| n.as_slice() == needle.as_slice()) {
+                    needles.push(needle);
+                    forms.push(*form);
+                }
+            }
+        }
+        if needles.is_empty() {
+            return None;
+        }
+        // A contiguous NFA builds an order of magnitude faster than a DFA for these few
+        // patterns and scans fast enough for response bodies.
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .kind(Some(AhoCorasickKind::ContiguousNFA))
+            .build(needles.iter().map(|n| n.as_slice()))
+            .ok()?;
+        let longest = needles.iter().map(|n| n.len()).max().unwrap_or(0);
+        Some(Arc::new(Self {
+            matcher,
+            needles,
+            forms,
+            longest,
+        }))
+    }
+}
+
+/// Replaces the forms of a set of values in a byte stream.
+pub struct Scrubber {
+    patterns: Arc<ScrubPatterns>,
     replacements: Vec<Vec<u8>>,
     carry: Zeroizing<Vec<u8>>,
     replaced: u64,
@@ -86,33 +181,22 @@ impl Scrubber {
     /// A scrubber for `values`, each replaced by `token` (in the matching encoding). `None`
     /// if there is nothing to look for.
     pub fn new(values: &[&[u8]], token: &[u8]) -> Option<Self> {
-        let mut needles = Vec::new();
-        let mut replacements = Vec::new();
-        for value in values {
-            for (needle, replacement) in forms(value, token) {
-                if !needles
-                    .iter()
-                    .any(|n: &Zeroizing<Vec<u8>>| n.as_slice() == needle.as_slice())
-                {
-                    needles.push(needle);
-                    replacements.push(replacement);
-                }
-            }
-        }
-        if needles.is_empty() {
-            return None;
-        }
-        let matcher = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(needles.iter().map(|n| n.as_slice()))
-            .ok()?;
-        Some(Self {
-            matcher,
-            needles,
+        ScrubPatterns::new(values).map(|p| Self::with_patterns(p, token))
+    }
+
+    /// A scrubber over precompiled patterns; only the token's replacements are computed.
+    pub fn with_patterns(patterns: Arc<ScrubPatterns>, token: &[u8]) -> Self {
+        let replacements = patterns
+            .forms
+            .iter()
+            .map(|f| f.replacement(token))
+            .collect();
+        Self {
+            patterns,
             replacements,
             carry: Zeroizing::new(Vec::new()),
             replaced: 0,
-        })
+        }
     }
 
     /// How many occurrences were replaced so far.
@@ -124,7 +208,7 @@ impl Scrubber {
     /// tail begins.
     fn replace(&mut self, buf: &[u8], out: &mut Vec<u8>) -> usize {
         let mut last = 0;
-        for m in self.matcher.find_iter(buf) {
+        for m in self.patterns.matcher.find_iter(buf) {
             out.extend_from_slice(&buf[last..m.start()]);
             out.extend_from_slice(&self.replacements[m.pattern().as_usize()]);
             last = m.end();
@@ -135,13 +219,12 @@ impl Scrubber {
 
     /// Length of the longest suffix of `tail` that is a proper prefix of some needle.
     fn partial(&self, tail: &[u8]) -> usize {
-        let longest = self.needles.iter().map(|n| n.len()).max().unwrap_or(0);
-        let max = tail.len().min(longest.saturating_sub(1));
+        let max = tail.len().min(self.patterns.longest.saturating_sub(1));
         (1..=max)
             .rev()
             .find(|&k| {
                 let suffix = &tail[tail.len() - k..];
-                self.needles.iter().any(|n| n.starts_with(suffix))
+                self.patterns.needles.iter().any(|n| n.starts_with(suffix))
             })
             .unwrap_or(0)
     }

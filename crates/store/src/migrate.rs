@@ -147,7 +147,6 @@ CREATE TABLE receipts (
     hash       BLOB NOT NULL
 ) STRICT;
 CREATE INDEX receipts_by_tenant ON receipts (tenant_id, at_ms);
-CREATE INDEX receipts_by_request ON receipts (request_id);
 "#;
 
 pub(crate) async fn current_version(conn: &mut SqliteConnection) -> Result<i64, StoreError> {

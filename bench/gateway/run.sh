@@ -1,0 +1,401 @@
+#!/usr/bin/env bash
+# Reverse-gateway benchmark: requests/s and p50/p99 latency on loopback, HTTP/1.1 keep-alive,
+# 32 connections, for three targets
+#   direct     wrk → upstream
+#   sequester  wrk → `sequester serve` (release build) → upstream: token swapped for the value,
+#              a durable intent receipt before forwarding and a completion receipt after, per
+#              request (SQLite, group commit), response scrubbed for the value
+#   nginx      wrk → nginx (proxy_set_header Authorization "Bearer VALUE", upstream keepalive 64)
+#              → upstream: a header rewrite only, no token check, no audit, no scrubbing
+# and two workloads: `json`, a ~100-byte JSON response, and `sse`, 20 events of ~100 bytes
+# (text/event-stream, sent without delay).
+#
+# The upstream is a second nginx serving two static files. It answers 401 unless the request
+# carries the real value, so a proxy that fails to swap shows up as errors, not as speed.
+# Besides wrk's figures the script reads, from /proc, the CPU time the proxy process(es)
+# spent per request (on a small shared machine the steadier number) and how much CPU went to
+# processes other than wrk, the upstream and the proxy measured: a measurement where that
+# exceeds 10% is marked "disturbed".
+#
+# Usage: bench/gateway/run.sh   (from anywhere; runs `cargo build --release -p sequester` first)
+# Takes about 4 minutes with the defaults. Environment knobs:
+#   DURATION=10   seconds per measurement        WARMUP=2   seconds of discarded warm-up before each
+#   ROUNDS=3      rounds of all six measurements, interleaved; each cell is the median over rounds
+#   CONNS=32      connections                    THREADS=2  wrk threads
+#   PROXY_WORKERS=2     nginx proxy worker_processes (Sequester runs 2 tokio worker threads)
+#   UPSTREAM_WORKERS=2  upstream nginx worker_processes
+#   WAIT_QUIET=0  wait up to this many seconds for other processes to leave the CPUs idle
+#   SEQUESTER_BIN=PATH  measure another build (implies SKIP_BUILD=1)     SKIP_BUILD=1
+#   PERF_OUT=FILE perf record -g of Sequester during its JSON measurement in the last round
+#   KEEP_TMP=1    keep the temporary directory (configs, logs, Sequester's data dir)
+# Everything listens on 127.0.0.1; every process started here is stopped by its PID on exit.
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-32}
+THREADS=${THREADS:-2}
+PROXY_WORKERS=${PROXY_WORKERS:-2}
+UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-2}
+WAIT_QUIET=${WAIT_QUIET:-0}
+PERF_OUT=${PERF_OUT:-}
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+LUA="$HERE/report.lua"
+BIN=${SEQUESTER_BIN:-"$ROOT/target/release/sequester"}
+[[ -z ${SEQUESTER_BIN:-} ]] || SKIP_BUILD=1
+
+# ---------------------------------------------------------------- tools
+missing=0
+need() {
+  if ! command -v "$1" >/dev/null 2>&1; then
+    echo "run.sh: required tool '$1' is missing: $2" >&2
+    missing=1
+  fi
+}
+need nginx "install it with: apt-get install -y nginx-light"
+need wrk "install it with: apt-get install -y wrk"
+need curl "install it with: apt-get install -y curl"
+need awk "install it with: apt-get install -y gawk"
+need pgrep "install it with: apt-get install -y procps"
+need getconf "install libc-bin"
+need timeout "install coreutils"
+[[ -n ${SKIP_BUILD:-} ]] || need cargo "install a Rust toolchain (rustup), or set SKIP_BUILD=1 with a built target/release/sequester"
+if [[ -n $PERF_OUT ]]; then need perf "install it with: apt-get install -y linux-perf, or unset PERF_OUT"; fi
+[[ -f $LUA ]] || { echo "run.sh: $LUA is missing" >&2; missing=1; }
+((missing == 0)) || exit 1
+
+if [[ -z ${SKIP_BUILD:-} ]]; then
+  echo "building: cargo build --release -p sequester"
+  (cd "$ROOT" && cargo build --release -q -p sequester)
+fi
+[[ -x $BIN ]] || { echo "run.sh: $BIN not found; run cargo build --release -p sequester" >&2; exit 1; }
+
+# ---------------------------------------------------------------- processes and cleanup
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/sequester-gw-bench.XXXXXX")
+chmod 755 "$WORK" # nginx workers run as another user when nginx is started by root
+PIDS=()
+cleanup() {
+  local pid i
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ -n ${KEEP_TMP:-} ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_port() {
+  local p i
+  for ((i = 0; i < 100; i++)); do
+    p=$((20000 + RANDOM % 40000))
+    if port_free "$p"; then echo "$p"; return; fi
+  done
+  echo "run.sh: no free port found" >&2
+  exit 1
+}
+wait_http() { # URL [curl args…]: until it answers, at most 10 s
+  local url=$1 i
+  shift
+  for ((i = 0; i < 100; i++)); do
+    curl -fsS -o /dev/null "$@" "$url" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "run.sh: $url did not come up" >&2
+  exit 1
+}
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # PID…: user+system clock ticks of these processes (all their threads)
+  local pid sum=0 stat rest
+  for pid in "$@"; do
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    rest=${stat##*) } # fields after "(comm) ": state is field 3, utime 14, stime 15
+    read -r -a f <<<"$rest"
+    sum=$((sum + f[11] + f[12]))
+  done
+  echo "$sum"
+}
+children_ticks() { # CPU ticks of this shell's finished children (wrk and its helpers)
+  local stat rest
+  stat=$(cat /proc/$$/stat)
+  rest=${stat##*) }
+  read -r -a f <<<"$rest"
+  echo $((f[13] + f[14]))
+}
+machine_ticks() { awk '/^cpu / {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat; }
+busy_percent() { # seconds: share of all CPUs busy over that interval
+  local b0 t0 b1 t1
+  read -r b0 t0 < <(machine_ticks)
+  sleep "$1"
+  read -r b1 t1 < <(machine_ticks)
+  awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) 'BEGIN {printf "%.0f", (t > 0 ? 100 * b / t : 0)}'
+}
+
+# ---------------------------------------------------------------- machine
+echo "== machine"
+echo "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "cores:   $(nproc) (nproc); kernel $(uname -r)"
+echo "cpu:     $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+echo "tools:   $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}')"
+echo "build:   $BIN (commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
+echo "load:    wrk -t$THREADS -c$CONNS -d${DURATION}s after ${WARMUP}s warm-up, keep-alive, loopback, $ROUNDS round(s)"
+idle_busy=$(busy_percent 2)
+waited=0
+while ((idle_busy > 15 && waited < WAIT_QUIET)); do
+  sleep 3
+  waited=$((waited + 5))
+  idle_busy=$(busy_percent 2)
+done
+echo "before:  CPUs ${idle_busy}% busy with nothing of ours running"
+((idle_busy <= 15)) || echo "WARNING: other processes are using the CPUs; the figures will be noisy (WAIT_QUIET=300 waits for quiet)"
+
+# ---------------------------------------------------------------- upstream content and nginx
+REAL="sk-bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" # the "real" secret value
+mkdir -p "$WORK/www" "$WORK/up" "$WORK/px"
+printf '{"id":"cmpl-bench-0001","object":"chat.completion","model":"bench","choices":[{"text":"hello!"}]}' >"$WORK/www/json"
+for i in $(seq -w 1 20); do
+  printf 'data: {"id":"cmpl-bench","i":%s,"choices":[{"delta":{"content":"token %s of the stream ....."}}]}\n\n' "$i" "$i"
+done >"$WORK/www/sse"
+chmod 644 "$WORK/www/"*
+echo "bodies:  json $(wc -c <"$WORK/www/json") bytes; sse 20 events, $(wc -c <"$WORK/www/sse") bytes"
+
+UP_PORT=$(pick_port)
+NG_PORT=$(pick_port)
+while [[ $NG_PORT == "$UP_PORT" ]]; do NG_PORT=$(pick_port); done
+
+common_http() { # prefix dir
+  cat <<EOF
+    access_log off;
+    client_body_temp_path $1/client_body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 75s;
+    tcp_nodelay on;
+EOF
+}
+
+cat >"$WORK/up/nginx.conf" <<EOF
+worker_processes $UPSTREAM_WORKERS;
+daemon off;
+pid $WORK/up/nginx.pid;
+error_log $WORK/up/error.log warn;
+events { worker_connections 4096; }
+http {
+$(common_http "$WORK/up")
+    sendfile on;
+    etag off;
+    server {
+        listen 127.0.0.1:$UP_PORT;
+        root $WORK/www;
+        # Only the real value is accepted: a proxy that fails to swap gets 401s.
+        if (\$http_authorization != "Bearer $REAL") { return 401; }
+        location = /json { types { } default_type application/json; }
+        location = /sse  { types { } default_type text/event-stream; add_header Cache-Control no-cache; }
+    }
+}
+EOF
+
+cat >"$WORK/px/nginx.conf" <<EOF
+worker_processes $PROXY_WORKERS;
+daemon off;
+pid $WORK/px/nginx.pid;
+error_log $WORK/px/error.log warn;
+events { worker_connections 4096; }
+http {
+$(common_http "$WORK/px")
+    upstream backend {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 64;
+        keepalive_requests 10000000;
+    }
+    server {
+        listen 127.0.0.1:$NG_PORT;
+        location /up/ {
+            proxy_pass http://backend/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer $REAL";
+            # Stream like Sequester does (and as SSE needs) instead of buffering responses.
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+
+nginx -p "$WORK/up" -e "$WORK/up/error.log" -c "$WORK/up/nginx.conf" &
+UP_PID=$!
+PIDS+=("$UP_PID")
+nginx -p "$WORK/px" -e "$WORK/px/error.log" -c "$WORK/px/nginx.conf" &
+NG_PID=$!
+PIDS+=("$NG_PID")
+
+# ---------------------------------------------------------------- sequester
+export SEQUESTER_DATA_DIR="$WORK/data"
+export SEQUESTER_LOG=warn
+"$BIN" init >/dev/null
+"$BIN" service add up --base-url "http://127.0.0.1:$UP_PORT" >/dev/null
+printf %s "$REAL" | "$BIN" secret add S --host 127.0.0.1 >/dev/null
+"$BIN" agent add bot >/dev/null
+TOKEN=$("$BIN" token issue --agent bot --secret S 2>"$WORK/token.err") || { cat "$WORK/token.err" >&2; exit 1; }
+[[ $TOKEN == sqt_* ]] || { echo "run.sh: token issue did not print a token" >&2; exit 1; }
+: >"$WORK/sequester.out"
+"$BIN" --json serve --listen 127.0.0.1:0 >>"$WORK/sequester.out" 2>"$WORK/sequester.err" &
+SQ_PID=$!
+PIDS+=("$SQ_PID")
+SQ_ADDR=""
+for ((i = 0; i < 100; i++)); do
+  SQ_ADDR=$(sed -n 's/.*"event":"ready".*"listen":"\([^"]*\)".*/\1/p' "$WORK/sequester.out" | head -1 || true)
+  [[ -n $SQ_ADDR ]] && break
+  kill -0 "$SQ_PID" 2>/dev/null || { cat "$WORK/sequester.err" >&2; echo "run.sh: sequester exited" >&2; exit 1; }
+  sleep 0.1
+done
+[[ -n $SQ_ADDR ]] || { echo "run.sh: sequester did not print its ready line" >&2; exit 1; }
+
+# ---------------------------------------------------------------- targets and a correctness check
+declare -A URL AUTH CPU_PIDS
+URL[direct]="http://127.0.0.1:$UP_PORT"
+URL[sequester]="http://$SQ_ADDR/up"
+URL[nginx]="http://127.0.0.1:$NG_PORT/up"
+AUTH[direct]="Bearer $REAL"     # the agent would hold the real key
+AUTH[sequester]="Bearer $TOKEN" # the agent holds only the token
+AUTH[nginx]="Bearer $TOKEN"     # nginx overwrites whatever the agent sent
+TARGETS=(direct sequester nginx)
+WORKLOADS=(json sse)
+
+wait_http "${URL[direct]}/json" -H "Authorization: ${AUTH[direct]}"
+wait_http "${URL[nginx]}/json" -H "Authorization: ${AUTH[nginx]}"
+for t in "${TARGETS[@]}"; do
+  for w in "${WORKLOADS[@]}"; do
+    got="$WORK/check.$t.$w"
+    ctype=$(curl -fsS -o "$got" -w '%{content_type}' -H "Authorization: ${AUTH[$t]}" "${URL[$t]}/$w") || {
+      echo "run.sh: $t /$w failed; KEEP_TMP=1 keeps the logs" >&2; exit 1; }
+    cmp -s "$got" "$WORK/www/$w" || { echo "run.sh: $t /$w returned a different body" >&2; exit 1; }
+    case $w in json) want=application/json ;; sse) want=text/event-stream ;; esac
+    [[ $ctype == "$want"* ]] || { echo "run.sh: $t /$w content-type $ctype, want $want" >&2; exit 1; }
+  done
+done
+echo "check:   all three return the upstream's bodies; the upstream refuses anything but the real value"
+
+# Whose CPU time is charged to each target: the proxy in front of the upstream.
+CPU_PIDS[direct]=""
+CPU_PIDS[sequester]="$SQ_PID"
+CPU_PIDS[nginx]="$NG_PID $(pgrep -P "$NG_PID" | tr '\n' ' ')"
+UP_ALL="$UP_PID $(pgrep -P "$UP_PID" | tr '\n' ' ')"
+
+# ---------------------------------------------------------------- measure
+# RES[target.workload.round] =
+#   "rps p50_ms p99_ms errors proxy_us_per_req proxy_cores upstream_cores busy% not_ours%"
+# not_ours: CPU time of processes other than wrk, the upstream and the proxy measured.
+declare -A RES
+DISTURBED=0
+measure() { # target workload round
+  local t=$1 w=$2 r=$3 out line perf_pid="" p0 p1 u0 u1 c0 c1 b0 t0 b1 t1
+  BENCH_AUTH="${AUTH[$t]}" timeout $((WARMUP + 30)) \
+    wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" --timeout 5s -s "$LUA" "${URL[$t]}/$w" >/dev/null
+  if [[ -n $PERF_OUT && $t == sequester && $w == json && $r == "$ROUNDS" ]]; then
+    perf record -q -g -F 999 -o "$PERF_OUT" -p "$SQ_PID" -- sleep "$DURATION" >/dev/null 2>&1 &
+    perf_pid=$!
+    PIDS+=("$perf_pid")
+  fi
+  # shellcheck disable=SC2086 # PID lists
+  p0=$(cpu_ticks ${CPU_PIDS[$t]}) u0=$(cpu_ticks $UP_ALL) c0=$(children_ticks)
+  read -r b0 t0 < <(machine_ticks)
+  out=$(BENCH_AUTH="${AUTH[$t]}" timeout $((DURATION + 30)) \
+    wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s --latency -s "$LUA" "${URL[$t]}/$w")
+  # shellcheck disable=SC2086
+  p1=$(cpu_ticks ${CPU_PIDS[$t]}) u1=$(cpu_ticks $UP_ALL) c1=$(children_ticks)
+  read -r b1 t1 < <(machine_ticks)
+  if [[ -n $perf_pid ]]; then wait "$perf_pid" 2>/dev/null || true; fi
+  line=$(grep '^RESULT ' <<<"$out") || { echo "$out" >&2; echo "run.sh: no RESULT from wrk" >&2; exit 1; }
+  RES[$t.$w.$r]=$(awk -v pt=$((p1 - p0)) -v ut=$((u1 - u0)) -v bt=$((b1 - b0)) -v tt=$((t1 - t0)) -v ct=$((c1 - c0)) -v hz="$CLK_TCK" -v proxied="${CPU_PIDS[$t]}" '{
+      for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+      secs = v["duration_us"] / 1e6
+      err = v["connect_err"] + v["read_err"] + v["write_err"] + v["status_err"] + v["timeout_err"]
+      us = (proxied == "" || v["requests"] == 0) ? 0 : pt / hz * 1e6 / v["requests"]
+      printf "%.0f %.3f %.3f %d %.1f %.2f %.2f %.0f %.0f", v["requests"] / secs, v["p50_us"] / 1000, v["p99_us"] / 1000, err,
+        us, pt / hz / secs, ut / hz / secs, (tt > 0 ? 100 * bt / tt : 0),
+        (tt > 0 ? 100 * (bt - pt - ut - ct) / tt : 0)
+    }' <<<"$line")
+  read -r rps p50 p99 err us pc uc busy others <<<"${RES[$t.$w.$r]}"
+  printf '  round %d  %-5s %-9s %6s req/s  p50 %6s ms  p99 %7s ms  errors %s  proxy %5s µs/req %s cores  upstream %s cores  CPUs %s%% busy, %s%% not ours%s\n' \
+    "$r" "$w" "$t" "$rps" "$p50" "$p99" "$err" "$us" "$pc" "$uc" "$busy" "$others" "$( ((others > 10)) && echo '  <- disturbed')"
+  if ((others > 10)); then DISTURBED=$((DISTURBED + 1)); fi
+  sleep 1
+}
+
+echo "== measurements"
+for ((r = 1; r <= ROUNDS; r++)); do
+  for w in "${WORKLOADS[@]}"; do
+    for t in "${TARGETS[@]}"; do measure "$t" "$w" "$r"; done
+  done
+done
+
+# ---------------------------------------------------------------- summarise
+median_of() { # target workload field (1-based, as in RES)
+  local r vals=()
+  for ((r = 1; r <= ROUNDS; r++)); do vals+=("$(awk -v f="$3" '{print $f}' <<<"${RES[$1.$2.$r]}")"); done
+  printf '%s\n' "${vals[@]}" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}
+declare -A M # M[target.workload] = "rps p50 p99 errors us_per_req" (medians per field)
+for w in "${WORKLOADS[@]}"; do
+  for t in "${TARGETS[@]}"; do
+    M[$t.$w]="$(median_of "$t" "$w" 1) $(median_of "$t" "$w" 2) $(median_of "$t" "$w" 3) $(median_of "$t" "$w" 4) $(median_of "$t" "$w" 5)"
+  done
+done
+
+echo
+echo "== ratios to direct (median of $ROUNDS round(s))"
+for w in "${WORKLOADS[@]}"; do
+  read -r d_rps d_p50 d_p99 _ <<<"${M[direct.$w]}"
+  for t in sequester nginx; do
+    read -r rps p50 p99 _ <<<"${M[$t.$w]}"
+    awk -v w="$w" -v t="$t" -v rps="$rps" -v d="$d_rps" -v p50="$p50" -v d50="$d_p50" -v p99="$p99" -v d99="$d_p99" \
+      'BEGIN {printf "  %-5s %-10s throughput x%.2f of direct, p50 %+.3f ms, p99 %+.3f ms\n", w, t, rps / d, p50 - d50, p99 - d99}'
+  done
+done
+
+echo
+echo "== table (wrk -t$THREADS -c$CONNS -d${DURATION}s, keep-alive, loopback, $(nproc) cores shared by all processes; median of $ROUNDS)"
+printf '| %-8s | %-9s | %7s | %7s | %7s | %8s | %8s | %8s | %12s | %6s |\n' \
+  workload target "req/s" "p50 ms" "p99 ms" "x direct" "+p50 ms" "+p99 ms" "proxy µs/req" errors
+echo "|----------|-----------|--------:|--------:|--------:|---------:|---------:|---------:|-------------:|-------:|"
+for w in "${WORKLOADS[@]}"; do
+  read -r d_rps d_p50 d_p99 _ <<<"${M[direct.$w]}"
+  for t in "${TARGETS[@]}"; do
+    read -r rps p50 p99 err us <<<"${M[$t.$w]}"
+    awk -v w="$w" -v t="$t" -v rps="$rps" -v d="$d_rps" -v p50="$p50" -v d50="$d_p50" -v p99="$p99" -v d99="$d_p99" -v err="$err" -v us="$us" \
+      'BEGIN {
+         if (t == "direct") printf "| %-8s | %-9s | %7.0f | %7.3f | %7.3f | %8s | %8s | %8s | %12s | %6d |\n", w, t, rps, p50, p99, "1.00", "-", "-", "-", err
+         else printf "| %-8s | %-9s | %7.0f | %7.3f | %7.3f | %8.2f | %8.3f | %8.3f | %12.1f | %6d |\n", w, t, rps, p50, p99, rps / d, p50 - d50, p99 - d99, us, err
+       }'
+  done
+done
+
+echo
+echo "== targets: Sequester's throughput >= nginx's; Sequester's added p99 < 1 ms"
+for w in "${WORKLOADS[@]}"; do
+  read -r s_rps _ s_p99 _ <<<"${M[sequester.$w]}"
+  read -r n_rps _ _ _ <<<"${M[nginx.$w]}"
+  read -r _ _ d_p99 _ <<<"${M[direct.$w]}"
+  awk -v w="$w" -v s="$s_rps" -v n="$n_rps" -v sp="$s_p99" -v dp="$d_p99" 'BEGIN {
+    printf "  %-5s throughput sequester/nginx = %.2f  %s;  added p99 = %.3f ms  %s\n", w, s / n,
+      (s >= n ? "MET" : "MISSED"), sp - dp, (sp - dp < 1 ? "MET" : "MISSED") }'
+done
+
+echo "after:   CPUs $(busy_percent 2)% busy with our servers idle"
+if ((DISTURBED > 0)); then
+  echo "WARNING: in $DISTURBED measurement(s) other processes took over 10% of the CPUs; compare with care"
+fi
+echo "receipts: $("$BIN" receipts verify 2>&1 | tail -1 || true)"
+if [[ -n $PERF_OUT ]]; then echo "perf:    Sequester during its JSON measurement (last round): $PERF_OUT"; fi
+exit 0
