@@ -103,22 +103,8 @@ async fn agent_env(
     bundle: &Path,
     ttl: Duration,
 ) -> Result<AgentEnv, Failure> {
-    let (key, key_meta) = store
-        .issue_agent_key(tenant, agent, Some(ttl), ctx.now)
-        .await?;
-    let proxy_url = format!("http://{}:{}@{proxy}", agent, key.reveal());
     let bundle = bundle.display().to_string();
     let mut vars = vec![];
-    for name in [
-        "HTTPS_PROXY",
-        "HTTP_PROXY",
-        "https_proxy",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        vars.push((name.to_owned(), proxy_url.clone()));
-    }
     for name in ["NO_PROXY", "no_proxy"] {
         vars.push((name.to_owned(), String::new()));
     }
@@ -161,6 +147,22 @@ async fn agent_env(
             }
         }
     }
+    // The key last: a broker snapshot that knows the key knows the tokens too, so waiting
+    // for the key to be accepted is enough.
+    let (key, key_meta) = store
+        .issue_agent_key(tenant, agent, Some(ttl), ctx.now)
+        .await?;
+    let proxy_url = format!("http://{}:{}@{proxy}", agent, key.reveal());
+    for name in [
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        vars.push((name.to_owned(), proxy_url.clone()));
+    }
     Ok(AgentEnv {
         vars,
         key_id: key_meta.id,
@@ -179,9 +181,9 @@ async fn revoke(ctx: &Ctx, store: &SqliteStore, tenant: &TenantId, env: &AgentEn
     }
 }
 
-/// Waits (up to 3 s) until the broker's snapshot knows the new agent key, so the command's
-/// first request is not refused: a CONNECT to an unusable address answers 407 while the key
-/// is unknown and 403 once it is.
+/// Waits (up to 3 s) until the broker's snapshot knows the new agent key (and so the tokens
+/// issued before it), so the command's first request is not refused. The probe is an
+/// origin-form request: 407 while the key is unknown, 400 once it is, and no receipt.
 async fn wait_until_accepted(proxy: &str, env: &AgentEnv) {
     use base64::Engine as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -202,7 +204,7 @@ async fn wait_until_accepted(proxy: &str, env: &AgentEnv) {
     };
     let auth = base64::engine::general_purpose::STANDARD.encode(cred.as_bytes());
     let probe = format!(
-        "CONNECT 0.0.0.0:9 HTTP/1.1\r\nHost: 0.0.0.0:9\r\nProxy-Authorization: Basic {auth}\r\n\r\n"
+        "GET / HTTP/1.1\r\nHost: sequester.invalid\r\nProxy-Authorization: Basic {auth}\r\n\r\n"
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while tokio::time::Instant::now() < deadline {

@@ -19,9 +19,11 @@
     reason = "test support: a failed expectation is a failed test"
 )]
 
+pub mod git;
 pub mod tls;
 pub mod upstream;
 
+pub use git::GitServer;
 pub use tls::TestCa;
 pub use upstream::{Recorded, Upstream};
 
