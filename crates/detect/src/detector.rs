@@ -94,6 +94,11 @@ impl Finding {
     pub fn is_generic(&self) -> bool {
         self.rule.generic
     }
+    /// Whether the finding is the public half of a credential (an AWS access key id): worth
+    /// reporting, not a secret by itself.
+    pub fn is_identifier(&self) -> bool {
+        self.rule.identifier
+    }
 
     /// The same finding with its span moved by `delta` bytes (for findings in a window).
     pub(crate) fn shifted(mut self, delta: usize) -> Self {
@@ -379,12 +384,7 @@ impl Detector {
 
     /// Runs a candidate through its rule's checks; `Err` names the check that rejected it.
     fn check(&self, hay: &[u8], c: Candidate) -> Result<Finding, &'static str> {
-        let rule = &self
-            .engine
-            .rules
-            .get(c.rule)
-            .ok_or("unknown rule")?
-            .rule;
+        let rule = &self.engine.rules.get(c.rule).ok_or("unknown rule")?.rule;
         let secret = hay.get(c.secret.clone()).ok_or("span out of range")?;
         if secret.is_empty() {
             return Err("empty");
@@ -412,8 +412,18 @@ impl Detector {
             },
         };
         let checksum_ok = validation == Validation::Confirmed
-            && rule.validator.is_some_and(|v| v.kind() == ValidatorKind::Checksum);
+            && rule
+                .validator
+                .is_some_and(|v| v.kind() == ValidatorKind::Checksum);
         if !checksum_ok {
+            if let Some(min) = rule.min_entropy
+                && entropy::shannon(secret) < min
+            {
+                return Err("entropy");
+            }
+            if entropy::char_classes(secret) < rule.min_char_classes {
+                return Err("character classes");
+            }
             if rule.filters.placeholder && stoplist::is_placeholder(secret) {
                 return Err("placeholder");
             }
@@ -434,14 +444,6 @@ impl Detector {
             }
             if rule.filters.random && !stoplist::looks_random(secret) {
                 return Err("not random");
-            }
-            if let Some(min) = rule.min_entropy
-                && entropy::shannon(secret) < min
-            {
-                return Err("entropy");
-            }
-            if entropy::char_classes(secret) < rule.min_char_classes {
-                return Err("character classes");
             }
             if rule.filters.identifier {
                 let ident = stoplist::identifier_at(hay, c.whole.start, c.secret.start);

@@ -59,6 +59,10 @@ struct RuleSpec {
     filters: Option<Vec<String>>,
     #[serde(default)]
     generic: bool,
+    /// True for a credential's public half (an AWS access key id): reported by scans, but not
+    /// a secret on its own, so the sanitizer leaves it in place.
+    #[serde(default)]
+    identifier: bool,
     #[serde(default)]
     suggested_hosts: Vec<String>,
     #[serde(default)]
@@ -136,6 +140,7 @@ pub(crate) struct RuleInfo {
     pub(crate) name: String,
     pub(crate) provider: String,
     pub(crate) generic: bool,
+    pub(crate) identifier: bool,
     pub(crate) suggested_hosts: Vec<HostPattern>,
 }
 
@@ -288,9 +293,7 @@ fn compile(spec: RuleSpec) -> Result<CompiledRule, DetectError> {
     let suggested_hosts = spec
         .suggested_hosts
         .iter()
-        .map(|h| {
-            HostPattern::parse(h).map_err(|e| invalid(id, "suggested_hosts", e.to_string()))
-        })
+        .map(|h| HostPattern::parse(h).map_err(|e| invalid(id, "suggested_hosts", e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
 
     let bad_pattern = |reason: String| DetectError::InvalidPattern {
@@ -340,6 +343,7 @@ fn compile(spec: RuleSpec) -> Result<CompiledRule, DetectError> {
         name: spec.name,
         provider: spec.provider,
         generic: spec.generic,
+        identifier: spec.identifier,
         suggested_hosts,
     });
     Ok(CompiledRule {
@@ -537,8 +541,14 @@ mod tests {
     #[test]
     fn anchoring_analysis() {
         assert!(anchored(r"\b(ghp_[A-Za-z0-9]{36})\b", &["ghp_"]));
-        assert!(anchored(r"(?i)\b(?:pass(?:word|wd)|pwd)\s*=", &["pass", "pwd"]));
-        assert!(anchored(r"(?:A3T[A-Z0-9]|AKIA|ASIA)[A-Z2-7]{16}", &["a3t", "akia", "asia"]));
+        assert!(anchored(
+            r"(?i)\b(?:pass(?:word|wd)|pwd)\s*=",
+            &["pass", "pwd"]
+        ));
+        assert!(anchored(
+            r"(?:A3T[A-Z0-9]|AKIA|ASIA)[A-Z2-7]{16}",
+            &["a3t", "akia", "asia"]
+        ));
         assert!(!anchored(r"[a-z]{0,4}token", &["token"]));
         assert!(!anchored(r"\w+token", &["token"]));
         assert!(!anchored(r"(?i)pa", &["pass"]));

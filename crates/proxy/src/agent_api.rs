@@ -107,7 +107,9 @@ impl DataPlane {
         let mut out = String::with_capacity(text.len());
         let mut secrets: Vec<SanitizedSecret> = Vec::new();
         let mut last = 0;
-        for f in &findings {
+        // A credential's public half (an AWS access key id) stays readable; its secret half is
+        // what gets sealed.
+        for f in findings.iter().filter(|f| !f.is_identifier()) {
             let (Some(before), Some(secret)) =
                 (text.get(last..f.span.start), text.get(f.span.clone()))
             else {
@@ -156,6 +158,10 @@ impl DataPlane {
             }
         }
         out.push_str(text.get(last..).unwrap_or_default());
+        if !secrets.is_empty() {
+            // The placeholders work from the moment they are handed out.
+            self.live.reload(self.store.as_ref(), &self.metrics).await;
+        }
         tracing::info!(%request_id, agent = %agent_name, found = findings.len(), secrets = secrets.len(), "sanitized text");
         respond::json(
             StatusCode::OK,
