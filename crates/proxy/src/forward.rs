@@ -137,6 +137,7 @@ fn host_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
 struct Swap {
     token: Zeroizing<String>,
     value: SecretValue,
+    secret: sequester_model::SecretId,
 }
 
 impl DataPlane {
@@ -588,6 +589,7 @@ impl DataPlane {
                     swaps.push(Swap {
                         token: token.clone(),
                         value,
+                        secret: grant.secret.meta.id.clone(),
                     });
                 }
                 Decision::Deny(d) => {
@@ -682,15 +684,32 @@ impl DataPlane {
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         );
-        let scrubber = {
-            #[expect(
-                clippy::disallowed_methods,
-                reason = "scrubbing: responses are searched for the values sent"
-            )]
-            let values: Vec<&[u8]> = swaps.iter().map(|s| s.value.expose()).collect();
-            match swaps.first() {
-                Some(first) => Scrubber::new(&values, first.token.as_bytes()),
-                None => None,
+        // One secret (the common case): the patterns compiled at snapshot load. Several:
+        // a matcher for this request's values.
+        let scrubber = match swaps.first() {
+            None => None,
+            Some(first) if swaps.iter().all(|s| s.secret == first.secret) => {
+                match self.live.scrub_patterns(&first.secret) {
+                    Some(patterns) => {
+                        Some(Scrubber::with_patterns(patterns, first.token.as_bytes()))
+                    }
+                    None => {
+                        #[expect(
+                            clippy::disallowed_methods,
+                            reason = "scrubbing: responses are searched for the value sent"
+                        )]
+                        let value = first.value.expose();
+                        Scrubber::new(&[value], first.token.as_bytes())
+                    }
+                }
+            }
+            Some(first) => {
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "scrubbing: responses are searched for the values sent"
+                )]
+                let values: Vec<&[u8]> = swaps.iter().map(|s| s.value.expose()).collect();
+                Scrubber::new(&values, first.token.as_bytes())
             }
         };
         drop(swaps);
