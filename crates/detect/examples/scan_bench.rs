@@ -19,11 +19,7 @@ fn main() -> std::process::ExitCode {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--repeat" => {
-                repeat = args
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(3)
-                    .max(1);
+                repeat = args.next().and_then(|n| n.parse().ok()).unwrap_or(3).max(1);
             }
             "--redact" => redact = true,
             "--prefilter-only" => prefilter_only = true,

@@ -39,14 +39,6 @@ pub enum DetectError {
     /// A rule's pattern does not compile, or may match unboundedly long text.
     #[error("rule {rule_id:?}: pattern rejected: {reason}")]
     InvalidPattern { rule_id: String, reason: String },
-    /// A rule's own example does not behave as the rule says.
-    #[error("rule {rule_id:?}: {kind} example #{index} {problem}")]
-    ExampleMismatch {
-        rule_id: String,
-        kind: &'static str,
-        index: usize,
-        problem: &'static str,
-    },
     /// Reading a file or directory failed.
     #[error("cannot read {path}: {source}")]
     Io {
@@ -63,9 +55,7 @@ impl DetectError {
     /// The stable, machine-readable code of this error. Codes are never renamed or reused.
     pub const fn code(&self) -> &'static str {
         match self {
-            Self::RuleSyntax { .. } | Self::InvalidRule { .. } | Self::ExampleMismatch { .. } => {
-                "invalid_rule"
-            }
+            Self::RuleSyntax { .. } | Self::InvalidRule { .. } => "invalid_rule",
             Self::DuplicateRule { .. } => "duplicate_rule",
             Self::UnknownValidator { .. } => "unknown_validator",
             Self::InvalidPattern { .. } => "invalid_rule_pattern",
@@ -88,7 +78,11 @@ mod tests {
             DetectError::Output(std::io::Error::other("x")),
         ];
         for e in errors {
-            assert!(e.code().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(
+                e.code()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_')
+            );
         }
     }
 }

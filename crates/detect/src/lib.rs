@@ -11,8 +11,11 @@
 //!    thresholds, the hosts the credential may legitimately be sent to, and positive and
 //!    negative examples that the tests run. They are compiled into the binary and parsed once;
 //!    users add their own with [`Detector::with_extra_rules`].
-//! 2. **Prefilter.** One Aho-Corasick automaton over all keywords (ASCII case-insensitive)
-//!    finds candidate positions, so text without keywords costs one linear pass.
+//! 2. **Prefilter.** Every occurrence of every keyword (ASCII case-insensitive, at least 3
+//!    bytes) is found in one pass that tests each position's hashed 4-byte prefix against two
+//!    small bitmaps and checks only the rare hits exactly (faster than an Aho-Corasick
+//!    automaton over a few hundred case-insensitive keywords); text without keywords costs
+//!    that one pass.
 //! 3. **Regex at the hit.** A rule whose matches start with a keyword (all builtin ones) runs
 //!    anchored at each hit; others run in a window around it bounded by the rule's longest
 //!    match. Patterns that could match unboundedly long text are rejected at load time.
@@ -36,13 +39,17 @@
 //!
 //! Never: log, print, store or put in an error or a `Debug` output anything a scan finds;
 //! make a network call (validation is offline only); depend on an async runtime.
+//!
+//! Entry points: [`Detector::builtin`] (then [`Detector::detect`], [`Detector::redact`],
+//! [`Detector::redactor`]), [`scan_paths`] with [`write_json_lines`], [`write_sarif`] or
+//! [`write_table`] for `sequester scan`.
 
 #![forbid(unsafe_code)]
 
 mod detector;
 mod entropy;
-mod prefilter;
 mod error;
+mod prefilter;
 mod redact;
 mod report;
 mod rules;

@@ -194,7 +194,11 @@ impl Detector {
 
     /// Redacts a whole buffer. Gives exactly the output of a [`Redactor`] fed the same bytes
     /// in any chunks.
-    pub fn redact<F: FnMut(&Finding, &[u8]) -> Vec<u8>>(&self, input: &[u8], replace: F) -> Vec<u8> {
+    pub fn redact<F: FnMut(&Finding, &[u8]) -> Vec<u8>>(
+        &self,
+        input: &[u8],
+        replace: F,
+    ) -> Vec<u8> {
         let mut out = Vec::with_capacity(input.len());
         let mut r = Redactor::new(self, replace);
         r.push(input, &mut out);

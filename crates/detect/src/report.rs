@@ -167,12 +167,7 @@ pub fn write_table(mut w: impl Write, findings: &[FileFinding]) -> Result<(), De
             if f.validated { "yes" } else { "no" }.to_owned(),
         ];
         if show {
-            row.push(
-                f.secret
-                    .as_deref()
-                    .unwrap_or("")
-                    .replace(['\n', '\r'], " "),
-            );
+            row.push(f.secret.as_deref().unwrap_or("").replace(['\n', '\r'], " "));
         }
         rows.push(row);
     }

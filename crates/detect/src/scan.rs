@@ -156,8 +156,14 @@ impl Locator<'_> {
             Piece::Secret(f, secret) => {
                 let start = self.pos;
                 self.pos.advance(secret);
-                self.out
-                    .push(located(self.path, f, secret, start, self.pos, self.show_secrets));
+                self.out.push(located(
+                    self.path,
+                    f,
+                    secret,
+                    start,
+                    self.pos,
+                    self.show_secrets,
+                ));
             }
         }
     }

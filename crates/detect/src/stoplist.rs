@@ -2,7 +2,10 @@
 //! documentation examples and templates, look-alikes (UUIDs, digests, paths, code references),
 //! identifiers that name something other than a credential, and Sequester's own placeholders.
 
+use std::sync::LazyLock;
+
 use memchr::memmem;
+use regex_automata::meta::Regex;
 
 /// Substrings (compared case-insensitively) that mark a value as an example or a template.
 const PLACEHOLDER_PARTS: &[&[u8]] = &[
@@ -90,6 +93,23 @@ const STOP_WORDS: &[&[u8]] = &[
     b"username",
 ];
 
+/// One case-insensitive search for every placeholder part (built once).
+static PLACEHOLDER_SEARCH: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    let alternation: Vec<String> = PLACEHOLDER_PARTS
+        .iter()
+        .map(|p| p.iter().map(|b| format!("\\x{b:02x}")).collect::<String>())
+        .collect();
+    Regex::builder()
+        .syntax(
+            regex_automata::util::syntax::Config::new()
+                .case_insensitive(true)
+                .unicode(false)
+                .utf8(false),
+        )
+        .build(&alternation.join("|"))
+        .ok()
+});
+
 /// Whether `value` is an obvious example, template or word rather than a credential.
 pub fn is_placeholder(value: &[u8]) -> bool {
     if value.is_empty() {
@@ -98,13 +118,23 @@ pub fn is_placeholder(value: &[u8]) -> bool {
     if STOP_WORDS.iter().any(|w| value.eq_ignore_ascii_case(w)) {
         return true;
     }
-    if PLACEHOLDER_PARTS.iter().any(|p| contains_ignore_case(value, p)) {
+    let has_part = match &*PLACEHOLDER_SEARCH {
+        Some(re) => re.is_match(value),
+        None => PLACEHOLDER_PARTS
+            .iter()
+            .any(|p| contains_ignore_case(value, p)),
+    };
+    if has_part {
         return true;
     }
     // A template variable: `$NAME`, `%NAME%`, `@NAME@`.
-    let ident = |s: &[u8]| !s.is_empty() && s.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
+    let ident =
+        |s: &[u8]| !s.is_empty() && s.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
     if let Some(rest) = value.strip_prefix(b"$")
-        && (ident(rest) || rest.first().is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_'))
+        && (ident(rest)
+            || rest
+                .first()
+                .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_'))
     {
         return true;
     }
@@ -113,7 +143,10 @@ pub fn is_placeholder(value: &[u8]) -> bool {
         return true;
     }
     // Template brackets: `<password>`, `[PASSWORD]`, `<user:password>`.
-    if value.starts_with(b"<") || value.ends_with(b">") || (value.starts_with(b"[") && value.ends_with(b"]")) {
+    if value.starts_with(b"<")
+        || value.ends_with(b">")
+        || (value.starts_with(b"[") && value.ends_with(b"]"))
+    {
         return true;
     }
     // A stop word with a number or symbol tacked on (`test123`, `Password1!`, `admin2024`).
@@ -124,7 +157,9 @@ pub fn is_placeholder(value: &[u8]) -> bool {
     if stem_len > 0
         && stem_len < value.len()
         && value.len() - stem_len <= 4
-        && STOP_WORDS.iter().any(|w| value[..stem_len].eq_ignore_ascii_case(w))
+        && STOP_WORDS
+            .iter()
+            .any(|w| value[..stem_len].eq_ignore_ascii_case(w))
     {
         return true;
     }
@@ -225,10 +260,43 @@ pub fn is_lookalike(value: &[u8]) -> bool {
         return true;
     }
     const FILE_SUFFIXES: &[&[u8]] = &[
-        b".pem", b".key", b".json", b".txt", b".crt", b".cer", b".p12", b".pfx", b".yaml", b".yml",
-        b".xml", b".env", b".js", b".ts", b".py", b".rb", b".go", b".rs", b".java", b".html",
-        b".png", b".jpg", b".svg", b".gpg", b".asc", b".pub", b".jks", b".keystore", b".der",
-        b".csv", b".log", b".sh", b".conf", b".cfg", b".ini", b".toml", b".php",
+        b".pem",
+        b".key",
+        b".json",
+        b".txt",
+        b".crt",
+        b".cer",
+        b".p12",
+        b".pfx",
+        b".yaml",
+        b".yml",
+        b".xml",
+        b".env",
+        b".js",
+        b".ts",
+        b".py",
+        b".rb",
+        b".go",
+        b".rs",
+        b".java",
+        b".html",
+        b".png",
+        b".jpg",
+        b".svg",
+        b".gpg",
+        b".asc",
+        b".pub",
+        b".jks",
+        b".keystore",
+        b".der",
+        b".csv",
+        b".log",
+        b".sh",
+        b".conf",
+        b".cfg",
+        b".ini",
+        b".toml",
+        b".php",
     ];
     if FILE_SUFFIXES.iter().any(|s| lower.ends_with(s)) {
         return true;
@@ -338,7 +406,9 @@ fn is_host_name(lower: &[u8]) -> bool {
         return false;
     }
     let ok = labels.iter().all(|l| {
-        !l.is_empty() && l.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        !l.is_empty()
+            && l.iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
     });
     let tld = labels.last().copied().unwrap_or_default();
     ok && (2..=6).contains(&tld.len()) && tld.iter().all(u8::is_ascii_lowercase)
@@ -396,7 +466,8 @@ fn piece_is_wordy(piece: &[u8]) -> bool {
     }
     // Two letters only as a capitalised word (`My`, `Id`); random text breaks into many
     // one- and two-letter pieces.
-    let capitalised = piece[0].is_ascii_uppercase() && piece[1..].iter().all(u8::is_ascii_lowercase);
+    let capitalised =
+        piece[0].is_ascii_uppercase() && piece[1..].iter().all(u8::is_ascii_lowercase);
     if piece.len() < 2 || (piece.len() == 2 && !capitalised) {
         return false;
     }
@@ -409,7 +480,10 @@ fn piece_is_wordy(piece: &[u8]) -> bool {
     let mut run = 0usize;
     let mut longest = 0usize;
     for b in piece {
-        if matches!(b.to_ascii_lowercase(), b'a' | b'e' | b'i' | b'o' | b'u' | b'y') {
+        if matches!(
+            b.to_ascii_lowercase(),
+            b'a' | b'e' | b'i' | b'o' | b'u' | b'y'
+        ) {
             run = 0;
         } else {
             run += 1;
@@ -447,33 +521,172 @@ fn wordy_letter_pieces(value: &[u8]) -> usize {
 /// Words that, anywhere in an identifier, say it is not a credential (`public_key`,
 /// `sort_key`, `max_tokens`, `csrf_token`, `keyboard`).
 const NON_CREDENTIAL_MODIFIERS: &[&str] = &[
-    "public", "pub", "pubkey", "publishable", "primary", "foreign", "sort", "partition", "cache",
-    "lookup", "map", "max", "min", "num", "page", "next", "prev", "cursor", "csrf", "xsrf",
-    "nonce", "commit", "rev", "revision", "integrity", "etag", "example", "sample", "dummy",
-    "mock", "fake", "hotkey", "shortcut", "monkey", "monkeys", "turkey", "hockey", "jockey",
-    "whiskey", "keyboard", "keyword", "keywords", "keypair", "keypress", "keypressed",
-    "pressed", "keyup", "keydown", "keyframe", "keyframes", "keymap", "keyspace", "keys",
-    "keying", "tokenizer", "tokenize", "tokens", "author", "authors", "authority", "oauth2",
+    "public",
+    "pub",
+    "pubkey",
+    "publishable",
+    "primary",
+    "foreign",
+    "sort",
+    "partition",
+    "cache",
+    "lookup",
+    "map",
+    "max",
+    "min",
+    "num",
+    "page",
+    "next",
+    "prev",
+    "cursor",
+    "csrf",
+    "xsrf",
+    "nonce",
+    "commit",
+    "rev",
+    "revision",
+    "integrity",
+    "etag",
+    "example",
+    "sample",
+    "dummy",
+    "mock",
+    "fake",
+    "hotkey",
+    "shortcut",
+    "monkey",
+    "monkeys",
+    "turkey",
+    "hockey",
+    "jockey",
+    "whiskey",
+    "keyboard",
+    "keyword",
+    "keywords",
+    "keypair",
+    "keypress",
+    "keypressed",
+    "pressed",
+    "keyup",
+    "keydown",
+    "keyframe",
+    "keyframes",
+    "keymap",
+    "keyspace",
+    "keys",
+    "keying",
+    "tokenizer",
+    "tokenize",
+    "tokens",
+    "author",
+    "authors",
+    "authority",
+    "oauth2",
 ];
 
 /// Words that, after the credential word (`token_type`, `key_id`, `secret_name`), make the
 /// identifier name an attribute of a credential rather than the credential.
 const NON_CREDENTIAL_HEADS: &[&str] = &[
-    "id", "ids", "type", "kind", "name", "names", "length", "len", "size", "count", "path",
-    "file", "filename", "dir", "url", "uri", "format", "version", "prefix", "suffix", "hash",
-    "sha", "digest", "checksum", "fingerprint", "uuid", "guid", "label", "hint", "description",
-    "placeholder", "expires", "expiry", "expiration", "ttl", "timeout", "pattern", "regex",
-    "policy", "usage", "limit", "encoding", "algorithm", "alg", "method", "mode", "scope",
-    "audience", "issuer", "region", "field", "column", "index", "header", "param", "position",
-    "pos", "offset", "ref", "location", "store", "provider", "manager", "service", "generator",
-    "validator", "validation", "endpoint", "field", "event", "message", "error", "status",
-    "state", "enabled", "required", "rotation", "vault", "env", "var",
+    "id",
+    "ids",
+    "type",
+    "kind",
+    "name",
+    "names",
+    "length",
+    "len",
+    "size",
+    "count",
+    "path",
+    "file",
+    "filename",
+    "dir",
+    "url",
+    "uri",
+    "format",
+    "version",
+    "prefix",
+    "suffix",
+    "hash",
+    "sha",
+    "digest",
+    "checksum",
+    "fingerprint",
+    "uuid",
+    "guid",
+    "label",
+    "hint",
+    "description",
+    "placeholder",
+    "expires",
+    "expiry",
+    "expiration",
+    "ttl",
+    "timeout",
+    "pattern",
+    "regex",
+    "policy",
+    "usage",
+    "limit",
+    "encoding",
+    "algorithm",
+    "alg",
+    "method",
+    "mode",
+    "scope",
+    "audience",
+    "issuer",
+    "region",
+    "field",
+    "column",
+    "index",
+    "header",
+    "param",
+    "position",
+    "pos",
+    "offset",
+    "ref",
+    "location",
+    "store",
+    "provider",
+    "manager",
+    "service",
+    "generator",
+    "validator",
+    "validation",
+    "endpoint",
+    "field",
+    "event",
+    "message",
+    "error",
+    "status",
+    "state",
+    "enabled",
+    "required",
+    "rotation",
+    "vault",
+    "env",
+    "var",
 ];
 
 /// Words that name a credential; what follows the last of them is the identifier's head.
 const CREDENTIAL_WORDS: &[&str] = &[
-    "password", "passwd", "pass", "pwd", "passphrase", "secret", "secrets", "token", "key",
-    "apikey", "auth", "credential", "credentials", "creds", "private", "access",
+    "password",
+    "passwd",
+    "pass",
+    "pwd",
+    "passphrase",
+    "secret",
+    "secrets",
+    "token",
+    "key",
+    "apikey",
+    "auth",
+    "credential",
+    "credentials",
+    "creds",
+    "private",
+    "access",
 ];
 
 /// Splits an identifier into lowercase words at `_ - .` and camel-case boundaries.
@@ -507,12 +720,23 @@ fn identifier_words(ident: &[u8]) -> Vec<String> {
 pub fn identifier_names_secret(ident: &[u8]) -> bool {
     let words = identifier_words(ident);
     let strong = [
-        "token", "tokens", "secret", "apikey", "password", "passwd", "pwd", "auth", "credential",
-        "credentials", "pat",
+        "token",
+        "tokens",
+        "secret",
+        "apikey",
+        "password",
+        "passwd",
+        "pwd",
+        "auth",
+        "credential",
+        "credentials",
+        "pat",
     ];
     words.iter().any(|w| strong.contains(&w.as_str()))
         || words.windows(2).any(|p| {
-            p[1] == "key" && ["api", "access", "secret", "private", "license", "master"].contains(&p[0].as_str())
+            p[1] == "key"
+                && ["api", "access", "secret", "private", "license", "master"]
+                    .contains(&p[0].as_str())
         })
 }
 
@@ -546,7 +770,9 @@ pub fn value_echoes_identifier(value: &[u8], ident: &[u8]) -> bool {
             .collect()
     };
     let (v, i) = (norm(value), norm(ident));
-    v.len() >= 6 && i.len() >= 6 && (memmem::find(&i, &v).is_some() || memmem::find(&v, &i).is_some())
+    v.len() >= 6
+        && i.len() >= 6
+        && (memmem::find(&i, &v).is_some() || memmem::find(&v, &i).is_some())
 }
 
 /// The identifier around `pos` in `hay`: the run of word characters (`A-Za-z0-9_.-`) that
@@ -663,20 +889,46 @@ mod tests {
 
     #[test]
     fn randomness() {
-        for v in ["q8Fz2LwX0pVn7RkYt3Hs", "yfi45upwc03e6uq6zayqwt7vvaad4a6m", "hTmWcQzKvBnXpJrLsDfGhYtE"] {
+        for v in [
+            "q8Fz2LwX0pVn7RkYt3Hs",
+            "yfi45upwc03e6uq6zayqwt7vvaad4a6m",
+            "hTmWcQzKvBnXpJrLsDfGhYtE",
+        ] {
             assert!(looks_random(v.as_bytes()), "{v}");
         }
-        for v in ["k8s-cluster-prod-2024", "MyAppSecretKeyValue", "my_secret_key_name", "release-v2"] {
+        for v in [
+            "k8s-cluster-prod-2024",
+            "MyAppSecretKeyValue",
+            "my_secret_key_name",
+            "release-v2",
+        ] {
             assert!(!looks_random(v.as_bytes()), "{v}");
         }
     }
 
     #[test]
     fn identifiers() {
-        for v in ["public_key", "keyId", "sort_key", "max_tokens", "token_type", "commit_sha_key", "secret_name", "keyboard_layout"] {
+        for v in [
+            "public_key",
+            "keyId",
+            "sort_key",
+            "max_tokens",
+            "token_type",
+            "commit_sha_key",
+            "secret_name",
+            "keyboard_layout",
+        ] {
             assert!(identifier_names_non_credential(v.as_bytes()), "{v}");
         }
-        for v in ["api_key", "SECRET_KEY", "githubToken", "client_secret", "DB_PASSWORD", "message-birdToken", "keystore_password"] {
+        for v in [
+            "api_key",
+            "SECRET_KEY",
+            "githubToken",
+            "client_secret",
+            "DB_PASSWORD",
+            "message-birdToken",
+            "keystore_password",
+        ] {
             assert!(!identifier_names_non_credential(v.as_bytes()), "{v}");
         }
         assert_eq!(identifier_at(b"x = my_api_key=1", 8, 15), b"my_api_key");
