@@ -38,10 +38,12 @@ pub fn scan(args: &ScanArgs, json: bool) -> Result<(), Failure> {
             ));
         }
     }
+    let progress = Arc::new(sequester_detect::ScanProgress::default());
     let options = ScanOptions {
         respect_ignore_files: !args.no_ignore,
         max_file_size: args.max_file_size,
         show_secrets: args.show_secrets,
+        progress: Some(Arc::clone(&progress)),
         ..ScanOptions::default()
     };
     let interactive = std::io::stderr().is_terminal() && !json && !args.sarif;
@@ -51,14 +53,18 @@ pub fn scan(args: &ScanArgs, json: bool) -> Result<(), Failure> {
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ticker = {
             let done = Arc::clone(&done);
+            let progress = Arc::clone(&progress);
             std::thread::spawn(move || {
                 let spinner = ['|', '/', '-', '\\'];
                 let mut i = 0;
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let files = progress.files.load(std::sync::atomic::Ordering::Relaxed);
+                    let mb = progress.bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
+                    let secs = started.elapsed().as_secs_f64();
                     eprint!(
-                        "\r{} scanning… {:.0}s",
+                        "\r{} scanning… {files} files, {mb:.1} MB ({:.0} MB/s), {secs:.0}s",
                         spinner[i % 4],
-                        started.elapsed().as_secs_f64()
+                        mb / secs.max(0.001)
                     );
                     i += 1;
                     std::thread::sleep(std::time::Duration::from_millis(120));

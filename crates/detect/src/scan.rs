@@ -4,7 +4,8 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::DetectError;
 use crate::detector::{Confidence, Detector, Finding};
@@ -33,6 +34,15 @@ pub struct ScanOptions {
     /// Keep each secret's text in the findings (for `--show-secrets`). Off by default: a
     /// report should point at a secret, not copy it.
     pub show_secrets: bool,
+    /// Counters the scan advances as it goes, for a progress display.
+    pub progress: Option<Arc<ScanProgress>>,
+}
+
+/// Files and bytes scanned so far, updated while a scan runs.
+#[derive(Debug, Default)]
+pub struct ScanProgress {
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
 }
 
 impl Default for ScanOptions {
@@ -44,6 +54,7 @@ impl Default for ScanOptions {
             max_file_size: None,
             threads: 0,
             show_secrets: false,
+            progress: None,
         }
     }
 }
@@ -355,6 +366,10 @@ pub fn scan_paths<P: AsRef<Path>>(
                             FileOutcome::Scanned(findings, bytes) => {
                                 r.files_scanned += 1;
                                 r.bytes_scanned += bytes;
+                                if let Some(p) = &options.progress {
+                                    p.files.fetch_add(1, Ordering::Relaxed);
+                                    p.bytes.fetch_add(bytes, Ordering::Relaxed);
+                                }
                                 r.findings.extend(findings);
                             }
                             FileOutcome::Binary => r.binary_files_skipped += 1,
