@@ -112,6 +112,18 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// An insert's result, with a unique-constraint violation reported as `conflict()` (the
+/// "already exists" error of that kind of row).
+fn conflict_as<T>(
+    result: Result<T, sqlx::Error>,
+    conflict: impl FnOnce() -> StoreError,
+) -> Result<T, StoreError> {
+    match result {
+        Err(e) if is_unique_violation(&e) => Err(conflict()),
+        other => Ok(other?),
+    }
+}
+
 fn ts(v: i64) -> Timestamp {
     Timestamp::from_unix(v)
 }
@@ -517,14 +529,9 @@ impl Store for SqliteStore {
         .bind(now.unix())
         .execute(&mut *tx)
         .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::TenantExists {
-                    name: name.to_string(),
-                });
-            }
-            other => other?,
-        };
+        conflict_as(inserted, || StoreError::TenantExists {
+            name: name.to_string(),
+        })?;
         tx.commit().await?;
         Ok(Tenant {
             id,
@@ -573,15 +580,10 @@ impl Store for SqliteStore {
                 .bind(now.unix())
                 .execute(&mut *tx)
                 .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::AgentExists {
-                    tenant: tenant_name,
-                    name: name.to_string(),
-                });
-            }
-            other => other?,
-        };
+        conflict_as(inserted, || StoreError::AgentExists {
+            tenant: tenant_name.clone(),
+            name: name.to_string(),
+        })?;
         tx.commit().await?;
         Ok(Agent {
             id,
@@ -676,15 +678,10 @@ impl Store for SqliteStore {
         .bind(secret.env_var.as_deref())
         .execute(&mut *tx)
         .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::SecretExists {
-                    tenant: tenant_name,
-                    name: secret.name.to_string(),
-                });
-            }
-            other => other?,
-        };
+        conflict_as(inserted, || StoreError::SecretExists {
+            tenant: tenant_name.clone(),
+            name: secret.name.to_string(),
+        })?;
         sqlx::query(
             "INSERT INTO secret_versions (tenant_id, secret_id, version, sealed, created_at) VALUES (?, ?, 1, ?, ?)",
         )
@@ -1035,15 +1032,10 @@ impl Store for SqliteStore {
         .bind(now.unix())
         .execute(&mut *tx)
         .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::ServiceExists {
-                    tenant: tenant_name,
-                    name: name.to_string(),
-                });
-            }
-            other => other?,
-        };
+        conflict_as(inserted, || StoreError::ServiceExists {
+            tenant: tenant_name.clone(),
+            name: name.to_string(),
+        })?;
         tx.commit().await?;
         Ok(Service {
             tenant_id: tenant.clone(),
