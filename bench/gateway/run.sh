@@ -26,6 +26,7 @@
 #   UPSTREAM_WORKERS=2  upstream nginx worker_processes
 #   WAIT_QUIET=0  wait up to this many seconds for other processes to leave the CPUs idle
 #   SEQUESTER_BIN=PATH  measure another build (implies SKIP_BUILD=1)     SKIP_BUILD=1
+#   AUDIT_SYNC=normal  run Sequester with `[audit] sync = "normal"` (no fsync per receipt commit)
 #   PERF_OUT=FILE perf record -g of Sequester during its JSON measurement in the last round
 #   KEEP_TMP=1    keep the temporary directory (configs, logs, Sequester's data dir)
 # Everything listens on 127.0.0.1; every process started here is stopped by its PID on exit.
@@ -40,6 +41,7 @@ PROXY_WORKERS=${PROXY_WORKERS:-2}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-2}
 WAIT_QUIET=${WAIT_QUIET:-0}
 PERF_OUT=${PERF_OUT:-}
+AUDIT_SYNC=${AUDIT_SYNC:-}
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -249,7 +251,12 @@ printf %s "$REAL" | "$BIN" secret add S --host 127.0.0.1 >/dev/null
 TOKEN=$("$BIN" token issue --agent bot --secret S 2>"$WORK/token.err") || { cat "$WORK/token.err" >&2; exit 1; }
 [[ $TOKEN == sqt_* ]] || { echo "run.sh: token issue did not print a token" >&2; exit 1; }
 : >"$WORK/sequester.out"
-"$BIN" --json serve --listen 127.0.0.1:0 >>"$WORK/sequester.out" 2>"$WORK/sequester.err" &
+SQ_CFG=()
+if [[ -n $AUDIT_SYNC ]]; then
+  printf '[audit]\nsync = "%s"\n' "$AUDIT_SYNC" >"$WORK/sequester.toml"
+  SQ_CFG=(--config "$WORK/sequester.toml")
+fi
+"$BIN" --json serve "${SQ_CFG[@]}" --listen 127.0.0.1:0 >>"$WORK/sequester.out" 2>"$WORK/sequester.err" &
 SQ_PID=$!
 PIDS+=("$SQ_PID")
 SQ_ADDR=""

@@ -252,6 +252,10 @@ pub struct SecretAddArgs {
     /// e.g. OPENAI_API_KEY
     #[arg(long = "env", value_name = "VAR")]
     pub env_var: Option<String>,
+    /// Also replace the secret's tokens and placeholders in request bodies sent through the
+    /// forward proxy to its hosts (the body is buffered and Content-Length fixed up)
+    #[arg(long = "body")]
+    pub body_substitution: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -500,6 +500,15 @@ fn print_secret(ctx: &Ctx, meta: &SecretMeta) {
             "env",
             meta.env_var.clone().unwrap_or_else(|| "-".to_owned()),
         ),
+        (
+            "bodies",
+            if meta.body_substitution {
+                "substituted (proxy)"
+            } else {
+                "not inspected"
+            }
+            .to_owned(),
+        ),
         ("version", meta.current_version.to_string()),
         ("created", meta.created_at.rfc3339()),
         ("rotated", opt_time(meta.rotated_at)),
@@ -560,6 +569,7 @@ fn parse_secret_add(ctx: &Ctx, args: &SecretAddArgs) -> Result<NewSecret, Failur
         injection,
         expires_at,
         env_var,
+        body_substitution: args.body_substitution,
     })
 }
 

@@ -27,8 +27,16 @@ struct Env {
 
 impl Env {
     fn start() -> Self {
+        Self::start_with_config("")
+    }
+
+    /// `config` goes into the data directory's `sequester.toml`, which `serve` reads.
+    fn start_with_config(config: &str) -> Self {
         let cli = Cli::new(BIN);
         cli.ok(&["init"], None);
+        if !config.is_empty() {
+            std::fs::write(cli.data_dir().join("sequester.toml"), config).unwrap();
+        }
         let ca = TestCa::new();
         let upstream = Upstream::start_with_names(&ca, &["localhost", "127.0.0.1"]);
         let ca_path = ca.write_pem(cli.scratch());
@@ -438,4 +446,123 @@ fn another_tenants_agent_cannot_use_this_tenants_token() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("unknown_token"), "{text}");
     assert_eq!(env.upstream.request_count(), 0);
+}
+
+#[test]
+fn request_bodies_are_substituted_only_for_secrets_that_opt_in() {
+    let env = Env::start_with_config("max_inspected_body = 4096\n");
+    let other = Upstream::start_with_names(&env._ca, &["127.0.0.1"]);
+    env.cli.ok(&["egress", "allow", "127.0.0.1"], None);
+    let body_value = "body-secret-\"quoted\"-value";
+    env.cli.ok(
+        &["secret", "add", "B", "--host", "localhost", "--body"],
+        Some(body_value.as_bytes()),
+    );
+    let shown = env.cli.json(&["secret", "show", "B"], None);
+    assert_eq!(shown["body_substitution"], true, "{shown}");
+    let body_token = env
+        .cli
+        .ok(&["token", "issue", "--agent", "bot", "--secret", "B"], None)
+        .trim()
+        .to_owned();
+    std::thread::sleep(Duration::from_millis(600)); // the broker picks up the new token
+    let post = |url: &str, content_type: &str, body: &str, extra: &[&str]| {
+        let mut args = vec!["-X", "POST", "-H", content_type, "--data-binary", body];
+        args.extend_from_slice(extra);
+        env.curl(&args, url)
+    };
+
+    // JSON: the value arrives as valid JSON string content, Content-Length fixed up.
+    let json_body = format!("{{\"api_key\":\"{body_token}\",\"n\":1}}");
+    let (status, text) = post(
+        &env.upstream_url("/echo/json"),
+        "Content-Type: application/json",
+        &json_body,
+        &[],
+    );
+    assert_eq!(status, 200, "{text}");
+    let r = env.upstream.last_request().unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(sent["api_key"], body_value);
+    assert_eq!(
+        r.header_str("content-length"),
+        Some(r.body.len().to_string().as_str())
+    );
+    assert!(!String::from_utf8_lossy(&r.body).contains(&body_token));
+
+    // Chunked in, a known length out; a form body gets the percent-encoded value.
+    let (status, text) = post(
+        &env.upstream_url("/echo/form"),
+        "Content-Type: application/x-www-form-urlencoded",
+        &format!("key={body_token}&x=1"),
+        &["-H", "Transfer-Encoding: chunked"],
+    );
+    assert_eq!(status, 200, "{text}");
+    let r = env.upstream.last_request().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        "key=body-secret-%22quoted%22-value&x=1"
+    );
+    assert!(r.header("transfer-encoding").is_none());
+    assert!(!text.contains(body_value));
+
+    // A secret that did not opt in is not replaced in a body: refused, nothing sent.
+    let before = env.upstream.request_count();
+    let (status, text) = post(
+        &env.upstream_url("/echo/plain"),
+        "Content-Type: application/json",
+        &format!("{{\"k\":\"{}\"}}", env.token),
+        &[],
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("invalid_request") && text.contains("--body"),
+        "{text}"
+    );
+    assert_eq!(env.upstream.request_count(), before);
+
+    // The opted-in placeholder in a body toward another host: blocked.
+    let (status, text) = post(
+        &format!("https://127.0.0.1:{}/echo/x", other.addr().port()),
+        "Content-Type: text/plain",
+        &format!("here: {body_token}"),
+        &[],
+    );
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("exfiltration_blocked"), "{text}");
+    assert_eq!(other.request_count(), 0);
+
+    // Over the inspection limit: refused with a stable code, nothing sent.
+    let big = format!("{}{body_token}", "x".repeat(5000));
+    let (status, text) = post(
+        &env.upstream_url("/echo/big"),
+        "Content-Type: text/plain",
+        &big,
+        &[],
+    );
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("body_too_large"), "{text}");
+    assert_eq!(env.upstream.request_count(), before);
+
+    // A body without placeholders from this agent still passes (buffered, unchanged).
+    let (status, text) = post(
+        &env.upstream_url("/echo/none"),
+        "Content-Type: text/plain",
+        "nothing secret",
+        &[],
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(env.upstream.last_request().unwrap().body, b"nothing secret");
+
+    // The value never reached the logs or the data directory in plaintext.
+    assert!(
+        find_in(
+            [("logs", env.broker.logs().as_slice())],
+            &encodings(body_value)
+        )
+        .is_empty()
+    );
+    assert!(
+        sequester_testkit::find_in_files(env.cli.data_dir(), &encodings(body_value)).is_empty()
+    );
 }

@@ -58,6 +58,8 @@ pub enum ErrorCode {
     UpstreamTimeout,
     NotFound,
     ExfiltrationBlocked,
+    /// A request body the proxy must inspect is larger than it buffers.
+    BodyTooLarge,
     // Infrastructure.
     StorageUnavailable,
     SchemaTooNew,
@@ -113,6 +115,7 @@ impl ErrorCode {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::NotFound => "not_found",
             Self::ExfiltrationBlocked => "exfiltration_blocked",
+            Self::BodyTooLarge => "body_too_large",
             Self::StorageUnavailable => "storage_unavailable",
             Self::SchemaTooNew => "schema_too_new",
             Self::Io => "io_error",
@@ -166,6 +169,7 @@ impl ErrorCode {
         Self::UpstreamTimeout,
         Self::NotFound,
         Self::ExfiltrationBlocked,
+        Self::BodyTooLarge,
         Self::StorageUnavailable,
         Self::SchemaTooNew,
         Self::Io,

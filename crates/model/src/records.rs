@@ -94,6 +94,9 @@ pub struct SecretMeta {
     pub origin: SecretOrigin,
     /// The environment variable `sequester run` sets to the agent's token for this secret.
     pub env_var: Option<String>,
+    /// The forward proxy also replaces this secret's tokens in request bodies (opt-in: it
+    /// buffers the body to rewrite it and fix up `Content-Length`).
+    pub body_substitution: bool,
 }
 
 impl SecretMeta {

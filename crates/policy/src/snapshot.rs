@@ -4,7 +4,7 @@ use sequester_model::{
     Timestamp, TokenMeta,
 };
 use sequester_store::{SealedVersion, SnapshotData};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// A secret as the data plane sees it: metadata and sealed versions, newest first.
@@ -33,6 +33,8 @@ pub struct Snapshot {
     keys: HashMap<TenantId, Arc<DataKey>>,
     services: HashMap<(TenantId, ServiceName), Service>,
     egress: Vec<sequester_model::EgressRule>,
+    /// Agents holding a token of a secret that opted in to body substitution.
+    body_agents: HashSet<AgentId>,
 }
 
 impl Snapshot {
@@ -48,11 +50,25 @@ impl Snapshot {
             keys: HashMap::new(),
             services: HashMap::new(),
             egress: Vec::new(),
+            body_agents: HashSet::new(),
         }
     }
 
     pub fn build(data: SnapshotData) -> Self {
+        let body_secrets: HashSet<&SecretId> = data
+            .secrets
+            .iter()
+            .filter(|s| s.meta.body_substitution)
+            .map(|s| &s.meta.id)
+            .collect();
+        let body_agents = data
+            .tokens
+            .iter()
+            .filter(|(_, t)| t.revoked_at.is_none() && body_secrets.contains(&t.secret_id))
+            .map(|(_, t)| t.agent_id.clone())
+            .collect();
         Self {
+            body_agents,
             counter: data.counter,
             tokens: data.tokens.into_iter().collect(),
             agent_keys: data.agent_keys.into_iter().collect(),
@@ -199,6 +215,12 @@ impl Snapshot {
         self.egress.iter().filter(move |r| {
             &r.tenant_id == tenant && r.agent_id.as_ref().is_none_or(|a| a == agent)
         })
+    }
+
+    /// Does this agent hold a token of a secret whose tokens are also replaced in request
+    /// bodies? Only then does the forward proxy buffer and inspect its request bodies.
+    pub fn inspects_bodies_of(&self, agent: &AgentId) -> bool {
+        self.body_agents.contains(agent)
     }
 
     /// The token entry for a hash, without any decision (to tell whose token it is).

@@ -68,6 +68,7 @@ fn world(tweak: impl FnOnce(&mut SnapshotData)) -> Snapshot {
             revoked_at: None,
             origin: SecretOrigin::Admin,
             env_var: None,
+            body_substitution: false,
         };
         let sealed = seal_version(
             &key,

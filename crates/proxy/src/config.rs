@@ -13,6 +13,7 @@
 //!
 //! proxy_listen = "127.0.0.1:8788"                 # the forward proxy (HTTPS_PROXY)
 //! no_intercept = ["pinned.example.com"]            # tunnelled blind, never injected into
+//! max_inspected_body = 16777216                    # bytes buffered to substitute in bodies
 //!
 //! [audit]
 //! sync = "full"                                    # or "normal": no fsync per commit
@@ -140,8 +141,12 @@ pub struct AuditConfig {
     pub sync: AuditSync,
 }
 
+const fn default_max_inspected_body() -> usize {
+    16 * 1024 * 1024
+}
+
 /// Everything `serve` can be configured with. Flags override the file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -157,6 +162,10 @@ pub struct Config {
     /// injected into these tunnels.
     #[serde(default)]
     pub no_intercept: Vec<sequester_model::HostPattern>,
+    /// Largest request body the forward proxy buffers to replace placeholders in it (only
+    /// for agents holding a secret with body substitution); larger ones get `body_too_large`.
+    #[serde(default = "default_max_inspected_body")]
+    pub max_inspected_body: usize,
     #[serde(default)]
     pub egress: EgressConfig,
     #[serde(default)]
@@ -165,6 +174,23 @@ pub struct Config {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            upstream_ca: None,
+            gateway_hostnames: Vec::new(),
+            proxy_listen: None,
+            no_intercept: Vec::new(),
+            max_inspected_body: default_max_inspected_body(),
+            egress: EgressConfig::default(),
+            audit: AuditConfig::default(),
+            timeouts: Timeouts::default(),
+            services: BTreeMap::new(),
+        }
+    }
 }
 
 impl Config {

@@ -23,6 +23,9 @@ use crate::identify::{percent_decode, tokens_in};
 use crate::intercept_ca::LeafCache;
 use crate::respond;
 use crate::scrub::Scrubber;
+use crate::substitute::{
+    BodyKind, Swap, body_views, substitute_body, substitute_header, substitute_path,
+};
 use base64::Engine as _;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt as _;
@@ -32,7 +35,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sequester_audit::{Decision as Verdict, Kind, Mode, Receipt, redact_query, run_id_from};
-use sequester_crypto::{SecretValue, TokenHash, looks_like_agent_key};
+use sequester_crypto::{TokenHash, looks_like_agent_key};
 use sequester_model::{AgentId, EgressAction, ErrorCode, TenantId, Timestamp};
 use sequester_policy::{Decision, Request as PolicyRequest, decide};
 use std::sync::Arc;
@@ -53,6 +56,12 @@ impl TunnelClient {
             Self::Http(c) => c.request(req),
         }
     }
+}
+
+/// A request body on its way out: streamed untouched, or buffered to substitute in it.
+enum RequestBody {
+    Streaming(Incoming),
+    Buffered(bytes::Bytes),
 }
 
 /// Who is using the proxy, established by the agent key.
@@ -131,13 +140,6 @@ fn host_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
         .trim_end_matches(']')
         .to_ascii_lowercase();
     Some((host, uri_auth.port_u16().unwrap_or(default_port)))
-}
-
-/// A replacement to make in the request: where, the credential text as sent, and the value.
-struct Swap {
-    token: Zeroizing<String>,
-    value: SecretValue,
-    secret: sequester_model::SecretId,
 }
 
 impl DataPlane {
@@ -539,6 +541,73 @@ impl DataPlane {
                 .await;
         }
 
+        // The body, only for an agent holding a secret that opted in to body substitution:
+        // buffered (bounded) and searched like the headers. Other bodies stream untouched.
+        let body_kind = BodyKind::of(
+            parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .map(HeaderValue::as_bytes),
+        );
+        let mut in_body: Vec<Zeroizing<String>> = Vec::new();
+        let body = if snapshot.inspects_bodies_of(&caller.agent)
+            && !http_body::Body::is_end_stream(&body)
+        {
+            if parts
+                .headers
+                .get(header::CONTENT_ENCODING)
+                .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+            {
+                return self
+                    .deny(
+                        &ctx,
+                        denied(&ctx),
+                        ErrorCode::InvalidRequest,
+                        "a compressed request body cannot be searched for placeholders; send it uncompressed",
+                    )
+                    .await;
+            }
+            let limit = self.config.max_inspected_body;
+            let collected = tokio::time::timeout(
+                self.config.timeouts.idle(),
+                http_body_util::Limited::new(body, limit).collect(),
+            )
+            .await;
+            let bytes = match collected {
+                Ok(Ok(c)) => c.to_bytes(),
+                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                    return self
+                        .deny(
+                            &ctx,
+                            denied(&ctx),
+                            ErrorCode::BodyTooLarge,
+                            &format!("request bodies sent with a body-substitution secret are searched for placeholders up to {limit} bytes (max_inspected_body)"),
+                        )
+                        .await;
+                }
+                Ok(Err(_)) | Err(_) => {
+                    return self
+                        .deny(
+                            &ctx,
+                            denied(&ctx),
+                            ErrorCode::InvalidRequest,
+                            "the request body could not be read",
+                        )
+                        .await;
+                }
+            };
+            tokens_in(&bytes, &mut in_body);
+            for view in body_views(&bytes, body_kind) {
+                tokens_in(&view, &mut in_body);
+            }
+            found.extend(in_body.iter().cloned());
+            found.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            found.dedup_by(|a, b| a.as_str() == b.as_str());
+            RequestBody::Buffered(bytes)
+        } else {
+            RequestBody::Streaming(body)
+        };
+
         // Decide for each; every one must be the caller's and allowed toward this host.
         let mut swaps: Vec<Swap> = Vec::new();
         let mut intents: Vec<Receipt> = Vec::new();
@@ -572,6 +641,19 @@ impl DataPlane {
                 },
             ) {
                 Decision::Allow(grant) => {
+                    if !grant.secret.meta.body_substitution
+                        && in_body.iter().any(|b| b.as_str() == token.as_str())
+                    {
+                        r.token_id = Some(grant.token.id.to_string());
+                        r.secret = Some(grant.secret.meta.name.to_string());
+                        let message = format!(
+                            "secret {} is not replaced in request bodies; send its placeholder in a header or the query, or ask an admin to add the secret with --body",
+                            grant.secret.meta.name
+                        );
+                        return self
+                            .deny(&ctx, r, ErrorCode::InvalidRequest, &message)
+                            .await;
+                    }
                     let value = match grant.open() {
                         Ok(v) => v,
                         Err(e) => {
@@ -712,16 +794,29 @@ impl DataPlane {
                 Scrubber::new(&values, first.token.as_bytes())
             }
         };
-        drop(swaps);
 
         let bytes_in = Arc::new(AtomicU64::new(0));
+        let body = match body {
+            RequestBody::Streaming(body) => counted(body, Arc::clone(&bytes_in)),
+            RequestBody::Buffered(bytes) => {
+                let bytes = substitute_body(&bytes, body_kind, &swaps).unwrap_or(bytes);
+                // The whole body is known now: sent with its length, not chunked.
+                parts.headers.remove(header::TRANSFER_ENCODING);
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                bytes_in.store(
+                    u64::try_from(bytes.len()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                full(bytes)
+            }
+        };
+        drop(swaps);
         let sent_at = Instant::now();
         let result = tokio::time::timeout(
             self.config.timeouts.first_byte(),
-            tunnel.client.request(Request::from_parts(
-                parts,
-                counted(body, Arc::clone(&bytes_in)),
-            )),
+            tunnel.client.request(Request::from_parts(parts, body)),
         )
         .await;
         let upstream_ms = u64::try_from(sent_at.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -822,113 +917,4 @@ fn host_authority(host: &str) -> String {
     } else {
         host.to_owned()
     }
-}
-
-fn percent_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 3);
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Option<Vec<u8>> {
-    if needle.is_empty() || !hay.windows(needle.len()).any(|w| w == needle) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(hay.len() + with.len());
-    let mut i = 0;
-    while i < hay.len() {
-        if hay[i..].starts_with(needle) {
-            out.extend_from_slice(with);
-            i += needle.len();
-        } else {
-            out.push(hay[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
-/// A header value with every token replaced: raw, percent-encoded, or inside Basic credentials.
-fn substitute_header(value: &[u8], swaps: &[Swap]) -> Option<Zeroizing<Vec<u8>>> {
-    let mut current = Zeroizing::new(value.to_vec());
-    let mut changed = false;
-    if let Ok(text) = std::str::from_utf8(value)
-        && let Some(cred) = text
-            .strip_prefix("Basic ")
-            .or_else(|| text.strip_prefix("basic "))
-        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(cred.trim())
-    {
-        let mut decoded = Zeroizing::new(decoded);
-        let mut basic_changed = false;
-        for s in swaps {
-            #[expect(
-                clippy::disallowed_methods,
-                reason = "substitution: the value replaces its placeholder in Basic credentials toward an allowed host"
-            )]
-            let v = s.value.expose();
-            if let Some(new) = replace_all(&decoded, s.token.as_bytes(), v) {
-                decoded = Zeroizing::new(new);
-                basic_changed = true;
-            }
-        }
-        if basic_changed {
-            let mut out = b"Basic ".to_vec();
-            out.extend_from_slice(
-                base64::engine::general_purpose::STANDARD
-                    .encode(&*decoded)
-                    .as_bytes(),
-            );
-            return Some(Zeroizing::new(out));
-        }
-    }
-    for s in swaps {
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "substitution: the value replaces its token in a header toward an allowed host"
-        )]
-        let v = s.value.expose();
-        if let Some(new) = replace_all(&current, s.token.as_bytes(), v) {
-            current = Zeroizing::new(new);
-            changed = true;
-        }
-        let encoded_token = percent_encode(s.token.as_bytes());
-        if encoded_token != s.token.as_str()
-            && let Some(new) = replace_all(
-                &current,
-                encoded_token.as_bytes(),
-                percent_encode(v).as_bytes(),
-            )
-        {
-            current = Zeroizing::new(new);
-            changed = true;
-        }
-    }
-    changed.then_some(current)
-}
-
-/// The path and query with every token replaced by the percent-encoded value.
-fn substitute_path(path_and_query: &str, swaps: &[Swap]) -> Zeroizing<String> {
-    let mut current = Zeroizing::new(path_and_query.as_bytes().to_vec());
-    for s in swaps {
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "substitution: the value replaces its token in the URL toward an allowed host"
-        )]
-        let encoded_value = percent_encode(s.value.expose());
-        for form in [
-            s.token.as_str().to_owned(),
-            percent_encode(s.token.as_bytes()),
-        ] {
-            if let Some(new) = replace_all(&current, form.as_bytes(), encoded_value.as_bytes()) {
-                current = Zeroizing::new(new);
-            }
-        }
-    }
-    Zeroizing::new(String::from_utf8_lossy(&current).into_owned())
 }

@@ -1,6 +1,7 @@
 //! Attaching a value to an outgoing request by the secret's injection rule. Header values are
 //! built in zeroizing buffers and marked sensitive (never indexed by HPACK).
 
+use crate::substitute::percent_encode;
 use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sequester_crypto::SecretValue;
@@ -16,20 +17,6 @@ fn sensitive(bytes: &[u8]) -> Result<HeaderValue, InjectError> {
         .map_err(|_| InjectError("it holds bytes not allowed in an HTTP header"))?;
     v.set_sensitive(true);
     Ok(v)
-}
-
-fn percent_encode(bytes: &[u8]) -> Zeroizing<String> {
-    let mut out = Zeroizing::new(String::with_capacity(bytes.len() * 3));
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
-            out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
-        }
-    }
-    out
 }
 
 /// Applies `rule` with `value` to the outgoing headers and query.

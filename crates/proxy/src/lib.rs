@@ -32,6 +32,7 @@ mod respond;
 mod route;
 mod scrub;
 pub mod services;
+mod substitute;
 mod upstream;
 
 pub use config::{Config, ConfigError};

@@ -18,6 +18,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         C::UnknownService | C::NotFound => StatusCode::NOT_FOUND,
         C::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
         C::InvalidRequest => StatusCode::BAD_REQUEST,
+        C::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         C::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
         C::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         C::AuditUnavailable | C::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -4,7 +4,13 @@
 use crate::StoreError;
 use sqlx::{Connection as _, SqliteConnection};
 
-pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(1, SQLITE_V1)];
+pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(1, SQLITE_V1), (2, SQLITE_V2)];
+
+/// Secrets may opt in to substitution in request bodies (forward proxy).
+const SQLITE_V2: &str = r#"
+ALTER TABLE secrets ADD COLUMN body_substitution INTEGER NOT NULL DEFAULT 0
+    CHECK (body_substitution IN (0, 1));
+"#;
 
 const SQLITE_V1: &str = r#"
 CREATE TABLE meta (

@@ -141,7 +141,7 @@ struct TenantRow {
     wrapped_key: Vec<u8>,
 }
 
-const SECRET_COLUMNS: &str = "id, tenant_id, name, hosts, injection, current_version, created_at, rotated_at, expires_at, revoked_at, origin, env_var";
+const SECRET_COLUMNS: &str = "id, tenant_id, name, hosts, injection, current_version, created_at, rotated_at, expires_at, revoked_at, origin, env_var, body_substitution";
 
 fn secret_from_row(row: &SqliteRow) -> Result<SecretMeta, StoreError> {
     let name: String = row.try_get("name")?;
@@ -175,6 +175,7 @@ fn secret_from_row(row: &SqliteRow) -> Result<SecretMeta, StoreError> {
             _ => return Err(StoreError::corrupt(format!("origin of secret {name}"))),
         },
         env_var: row.try_get("env_var")?,
+        body_substitution: row.try_get::<i64, _>("body_substitution")? != 0,
     })
 }
 
@@ -665,8 +666,8 @@ impl Store for SqliteStore {
         )?;
         drop(value);
         let inserted = sqlx::query(
-            "INSERT INTO secrets (tenant_id, id, name, hosts, injection, current_version, created_at, expires_at, env_var)
-             VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)",
+            "INSERT INTO secrets (tenant_id, id, name, hosts, injection, current_version, created_at, expires_at, env_var, body_substitution)
+             VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
         )
         .bind(tenant.as_str())
         .bind(id.as_str())
@@ -676,6 +677,7 @@ impl Store for SqliteStore {
         .bind(now.unix())
         .bind(secret.expires_at.map(Timestamp::unix))
         .bind(secret.env_var.as_deref())
+        .bind(i64::from(secret.body_substitution))
         .execute(&mut *tx)
         .await;
         conflict_as(inserted, || StoreError::SecretExists {

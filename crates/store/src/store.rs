@@ -45,6 +45,8 @@ pub struct NewSecret {
     pub expires_at: Option<Timestamp>,
     /// Environment variable for `sequester run` (validated by the caller: `[A-Z_][A-Z0-9_]*`).
     pub env_var: Option<String>,
+    /// Replace this secret's tokens in request bodies too (forward proxy).
+    pub body_substitution: bool,
 }
 
 /// One sealed version as the snapshot holds it: opened only at the moment of injection.

@@ -44,6 +44,7 @@ pub fn new_secret(name: &str, host: &str) -> NewSecret {
         injection: None,
         expires_at: None,
         env_var: None,
+        body_substitution: false,
     }
 }
 
