@@ -21,6 +21,7 @@ pub fn shannon(s: &[u8]) -> f64 {
 }
 
 /// How many of the classes lowercase, uppercase, digit and other (symbols) occur in `s`.
+/// Word separators (`_`, `-`, `.`, space) are not symbols: `open_sesame` is one class.
 pub fn char_classes(s: &[u8]) -> u8 {
     let (mut lower, mut upper, mut digit, mut other) = (false, false, false, false);
     for &b in s {
@@ -28,6 +29,7 @@ pub fn char_classes(s: &[u8]) -> u8 {
             b'a'..=b'z' => lower = true,
             b'A'..=b'Z' => upper = true,
             b'0'..=b'9' => digit = true,
+            b'_' | b'-' | b'.' | b' ' => {}
             _ => other = true,
         }
     }
@@ -50,6 +52,8 @@ mod tests {
     fn classes() {
         assert_eq!(char_classes(b"abc"), 1);
         assert_eq!(char_classes(b"aB3"), 3);
-        assert_eq!(char_classes(b"aB3-"), 4);
+        assert_eq!(char_classes(b"aB3!"), 4);
+        assert_eq!(char_classes(b"open_sesame"), 1);
+        assert_eq!(char_classes(b"a-b.c_d"), 1);
     }
 }

@@ -29,6 +29,7 @@ pub(crate) const BUILTIN_RULE_FILES: &[(&str, &str)] = &[
     ("packages.toml", include_str!("../rules/packages.toml")),
     ("payments.toml", include_str!("../rules/payments.toml")),
     ("sequester.toml", include_str!("../rules/sequester.toml")),
+    ("services.toml", include_str!("../rules/services.toml")),
     ("urls.toml", include_str!("../rules/urls.toml")),
 ];
 

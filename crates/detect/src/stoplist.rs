@@ -168,7 +168,55 @@ pub fn is_placeholder(value: &[u8]) -> bool {
             return true;
         }
     }
-    has_runs(value) || is_periodic(value)
+    names_a_credential(value) || has_runs(value) || is_periodic(value)
+}
+
+/// Words that end a value which only names what it stands for.
+const CREDENTIAL_NOUNS: &[&[u8]] = &[b"password", b"passwd", b"passphrase", b"secret"];
+
+/// A value that spells out what it is: a credential word, possibly in leetspeak
+/// (`p@ssw0rd`, `s3cr3t`, `super$ecret`), after other words (`CleartextPassword`,
+/// `my_secret`), with at most four digits or symbols around it (`AdminPassword1!`).
+fn names_a_credential(value: &[u8]) -> bool {
+    let affix = |s: &[u8]| s.iter().all(|b| !b.is_ascii_alphabetic());
+    for lead in 0..=4.min(value.len()) {
+        if !affix(&value[..lead]) {
+            break;
+        }
+        for trail in 0..=4.min(value.len() - lead) {
+            if !affix(&value[value.len() - trail..]) {
+                break;
+            }
+            if spells_credential_noun(&value[lead..value.len() - trail]) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Whether `core`, read as leetspeak without separators, is words ending in a credential noun.
+fn spells_credential_noun(core: &[u8]) -> bool {
+    let mut letters: Vec<u8> = Vec::with_capacity(core.len());
+    for &b in core {
+        let c = match b {
+            b'@' | b'4' => b'a',
+            b'3' => b'e',
+            b'0' => b'o',
+            b'1' | b'!' => b'i',
+            b'$' | b'5' => b's',
+            b'7' => b't',
+            b'_' | b'-' | b'.' | b' ' => continue,
+            c if c.is_ascii_alphabetic() => c.to_ascii_lowercase(),
+            _ => return false,
+        };
+        letters.push(c);
+    }
+    CREDENTIAL_NOUNS.iter().any(|noun| {
+        letters
+            .strip_suffix(*noun)
+            .is_some_and(|before| before.len() <= 3 || before.len() <= 15 && piece_is_wordy(before))
+    })
 }
 
 /// Six or more identical characters, or six or more consecutive characters of an alphabet in
@@ -851,6 +899,11 @@ mod tests {
             "Password1!",
             "<user:password>",
             "[PASSWORD]",
+            "super$ecret",
+            "CleartextPassword1",
+            "MySecretPassw0rd!",
+            "123P4ssW0rd@@",
+            "db_password",
         ] {
             assert!(is_placeholder(v.as_bytes()), "{v} should be a placeholder");
         }
@@ -858,6 +911,8 @@ mod tests {
             "q8Fz2LwX0pVn7RkYt3Hs",
             "hT4m9WcQ2zK7vB1nX6pJ",
             "S3cure-Passw0rd!2024",
+            "xK9mQ2secret",
+            "Prestigitariu$",
         ] {
             assert!(!is_placeholder(v.as_bytes()), "{v} is not a placeholder");
         }

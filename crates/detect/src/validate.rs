@@ -22,7 +22,8 @@ pub enum Validator {
     NpmChecksum,
     /// Sequester `sqt_` tokens: 32 base62 characters, then 6 base62 digits of their CRC32.
     SequesterChecksum,
-    /// A JWT whose header decodes to a JSON object with an `alg` member.
+    /// A JWT whose header decodes to a JSON object with an `alg` member, or with another
+    /// registered JOSE header parameter over a JSON payload.
     Jwt,
     /// A PEM or OpenSSH private key whose body decodes from base64.
     Pem,
@@ -38,6 +39,8 @@ pub enum Validator {
     JwtBase64,
     /// A PEM private key encoded in base64 (Kubernetes secrets, environment variables).
     PemBase64,
+    /// A Grafana legacy API key: base64 of `{"k":…,"n":…,"id":…}`.
+    GrafanaApiKey,
 }
 
 /// Whether a failed check lowers confidence (checksum) or rejects the candidate (structure).
@@ -61,6 +64,7 @@ impl Validator {
         Self::Base64Key64,
         Self::JwtBase64,
         Self::PemBase64,
+        Self::GrafanaApiKey,
     ];
 
     /// The name used in rule files.
@@ -77,6 +81,7 @@ impl Validator {
             Self::Base64Key64 => "base64-key-64",
             Self::JwtBase64 => "jwt-base64",
             Self::PemBase64 => "pem-base64",
+            Self::GrafanaApiKey => "grafana-api-key",
         }
     }
 
@@ -111,6 +116,7 @@ impl Validator {
                 let text = String::from_utf8_lossy(&inner);
                 text.starts_with("-----BEGIN") && text.contains("PRIVATE KEY")
             }),
+            Self::GrafanaApiKey => grafana_api_key(secret),
         }
     }
 }
@@ -145,22 +151,47 @@ fn decode_any_base64(s: &[u8]) -> Option<Vec<u8>> {
         .find_map(|e| e.decode(s).ok())
 }
 
+/// Header parameters registered for JWS and JWE (IANA "JSON Web Signature and Encryption
+/// Header Parameters", including the RFC 7519 claims a header may replicate). A JWT header
+/// is a JSON object with `alg`; one without it still counts when it names one of these and
+/// the payload is a JSON object too.
+const JOSE_HEADER_PARAMS: &[&str] = &[
+    "alg", "enc", "zip", "jku", "jwk", "kid", "x5u", "x5c", "x5t", "x5t#S256", "typ", "cty",
+    "crit", "epk", "apu", "apv", "iv", "tag", "p2s", "p2c", "b64", "ppt", "url", "nonce", "svt",
+    "iss", "sub", "aud",
+];
+
+fn json_object(segment: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let decoded = decode_any_base64(segment)?;
+    match serde_json::from_slice::<serde_json::Value>(&decoded) {
+        Ok(serde_json::Value::Object(map)) => Some(map),
+        _ => None,
+    }
+}
+
 fn jwt(secret: &[u8]) -> bool {
     let mut parts = secret.split(|b| *b == b'.');
     let (Some(header), Some(payload)) = (parts.next(), parts.next()) else {
         return false;
     };
-    let Some(header) = decode_any_base64(header) else {
+    let Some(header) = json_object(header) else {
         return false;
     };
-    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(&header)
-    else {
-        return false;
-    };
-    if !map.get("alg").is_some_and(serde_json::Value::is_string) {
+    // A signature, when present, is base64url, and no base64 text has a length of 4n + 1: a
+    // word such as `signature` stands in for one in templates.
+    if parts
+        .next()
+        .is_some_and(|sig| sig.iter().filter(|b| **b != b'=').count() % 4 == 1)
+    {
         return false;
     }
-    decode_any_base64(payload).is_some()
+    if header.get("alg").is_some_and(serde_json::Value::is_string) {
+        return decode_any_base64(payload).is_some();
+    }
+    header
+        .keys()
+        .any(|k| JOSE_HEADER_PARAMS.contains(&k.as_str()))
+        && json_object(payload).is_some()
 }
 
 fn pem(secret: &[u8]) -> bool {
@@ -200,6 +231,33 @@ fn pem(secret: &[u8]) -> bool {
 /// A JWT that was base64-encoded once more (Kubernetes secrets, CI variables).
 fn jwt_base64(secret: &[u8]) -> bool {
     decode_any_base64(secret).is_some_and(|inner| jwt(inner.trim_ascii()))
+}
+
+/// Grafana's legacy keys are base64 of `{"k":"<key>","n":"<name>","id":<n>}`. Readable JSON
+/// without the `n` member is another service's value that starts the same way (Power BI report
+/// links carry `{"k":…,"t":…}`), and a key that reads as a template is an example. Text that
+/// does not decode to readable text is kept: keys are often cut short or hand-edited.
+fn grafana_api_key(secret: &[u8]) -> bool {
+    let body = secret
+        .iter()
+        .rposition(|b| *b != b'=')
+        .map_or(&secret[..0], |i| &secret[..=i]);
+    let whole = &body[..body.len() - body.len() % 4];
+    let Ok(decoded) = STANDARD_NO_PAD.decode(whole) else {
+        return true;
+    };
+    if !decoded.iter().all(|b| (0x20..0x7f).contains(b)) {
+        return true;
+    }
+    if !decoded.windows(4).any(|w| w == br#""n":"#) {
+        return false;
+    }
+    let text = String::from_utf8_lossy(&decoded);
+    let key = text
+        .strip_prefix(r#"{"k":""#)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default();
+    !crate::stoplist::is_placeholder(key.as_bytes())
 }
 
 const AWS_KEY_PREFIXES: &[&[u8]] = &[
@@ -318,6 +376,22 @@ mod tests {
         let id = STANDARD_NO_PAD.encode("814253796412345678");
         assert!(Validator::DiscordBotToken.check(format!("{id}.GhT1x2.abc").as_bytes()));
         assert!(!Validator::DiscordBotToken.check(b"bm90IGRpZ2l0cw.GhT1x2.abc"));
+    }
+
+    #[test]
+    fn grafana_keys() {
+        let good =
+            STANDARD.encode(br#"{"k":"Qx7Lm2Vn9Rt4Yb8Kc1Zp6Ws3Hd5Jf0Ga","n":"ci-deploy","id":3}"#);
+        assert!(Validator::GrafanaApiKey.check(good.as_bytes()));
+        let other = STANDARD
+            .encode(br#"{"k":"0b7d2c14-5e3a-4f8b-9c21-7a6e5d4c3b2a","t":"f1e2d3c4","c":5}"#);
+        assert!(!Validator::GrafanaApiKey.check(other.as_bytes()));
+        let template = STANDARD.encode(br#"{"k":"EXAMPLEKEYEXAMPLEKEY","n":"example","id":1}"#);
+        assert!(!Validator::GrafanaApiKey.check(template.as_bytes()));
+        // Cut short or hand-edited: not readable, kept.
+        assert!(
+            Validator::GrafanaApiKey.check(b"eyJrIjoiyCb8v6TUfcLYszVZ2UnP6v70oyFcZNhoAJO41Shj")
+        );
     }
 
     #[test]
