@@ -44,6 +44,7 @@ use std::time::Instant;
 use zeroize::Zeroizing;
 
 /// The client of one destination: verified TLS, or plain HTTP for absolute-form requests.
+#[derive(Clone)]
 enum TunnelClient {
     Https(Client<hyper_rustls::HttpsConnector<CheckedConnector>, ProxyBody>),
     Http(Client<CheckedConnector, ProxyBody>),
@@ -62,6 +63,58 @@ impl TunnelClient {
 enum RequestBody {
     Streaming(Incoming),
     Buffered(bytes::Bytes),
+}
+
+/// What makes two tunnels' upstream connections interchangeable: the same tenant, scheme,
+/// host, port and checked addresses. Connections are never shared across tenants, and a DNS
+/// answer that changes gives a new pool that can reach only the newly checked addresses.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    tenant: TenantId,
+    scheme: &'static str,
+    host: String,
+    port: u16,
+    addrs: Vec<std::net::SocketAddr>,
+}
+
+/// Most destinations whose connection pools are kept; past it the least recently used goes.
+const POOLED_DESTINATIONS: usize = 512;
+
+/// Upstream clients shared by the tunnels to one destination, so keep-alive connections
+/// outlive a client's CONNECT and a new tunnel skips the upstream TLS handshake.
+#[derive(Default)]
+pub(crate) struct ClientPool {
+    clients: std::sync::Mutex<PoolState>,
+}
+
+/// A use counter and, per destination, the counter value of its last use and its client.
+type PoolState = (u64, std::collections::HashMap<PoolKey, (u64, TunnelClient)>);
+
+impl ClientPool {
+    fn get_or_insert(&self, key: PoolKey, make: impl FnOnce() -> TunnelClient) -> TunnelClient {
+        let mut guard = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (clock, map) = &mut *guard;
+        *clock += 1;
+        let now = *clock;
+        if let Some((used, client)) = map.get_mut(&key) {
+            *used = now;
+            return client.clone();
+        }
+        if map.len() >= POOLED_DESTINATIONS
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+        let client = make();
+        map.insert(key, (now, client.clone()));
+        client
+    }
 }
 
 /// Who is using the proxy, established by the agent key.
@@ -272,16 +325,25 @@ impl DataPlane {
             .await
             .map_err(|e| (e.code(), e.to_string()))?;
         let addrs = dest.addrs().to_vec();
-        let connector =
-            CheckedConnector::new(dest).with_connect_timeout(self.config.timeouts.connect());
-        let client = if scheme == "https" {
-            TunnelClient::Https(
-                Client::builder(TokioExecutor::new())
-                    .build(connector.https(self.tls_client.clone())),
-            )
-        } else {
-            TunnelClient::Http(Client::builder(TokioExecutor::new()).build(connector))
+        let key = PoolKey {
+            tenant: caller.tenant.clone(),
+            scheme,
+            host: host.to_owned(),
+            port,
+            addrs: addrs.clone(),
         };
+        let client = self.tunnel_clients.get_or_insert(key, || {
+            let connector =
+                CheckedConnector::new(dest).with_connect_timeout(self.config.timeouts.connect());
+            if scheme == "https" {
+                TunnelClient::Https(
+                    crate::upstream::client_builder()
+                        .build(connector.https(self.tls_client.clone())),
+                )
+            } else {
+                TunnelClient::Http(crate::upstream::client_builder().build(connector))
+            }
+        });
         Ok(Tunnel {
             caller: caller.clone(),
             host: host.to_owned(),

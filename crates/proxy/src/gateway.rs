@@ -11,7 +11,7 @@ use crate::respond;
 use crate::route::{RouteError, route};
 use crate::scrub::Scrubber;
 use crate::services::resolve;
-use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version, header};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use sequester_audit::{Decision as Verdict, Kind, Mode, Receipt, redact_query, run_id_from};
@@ -23,19 +23,19 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the
 /// gateway's own.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "x-run-id",
-    crate::framing::CONFLICT_HEADER,
+static HOP_BY_HOP: [HeaderName; 12] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+    HeaderName::from_static("x-run-id"),
+    HeaderName::from_static(crate::framing::CONFLICT_HEADER),
 ];
 
 pub(crate) fn now_ms() -> i64 {
@@ -45,28 +45,33 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 pub(crate) fn request_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes: [u8; 8] = sequester_crypto::random_bytes();
-    let mut id = String::from("req_");
+    let mut id = String::with_capacity(20);
+    id.push_str("req_");
     for b in bytes {
-        id.push_str(&format!("{b:02x}"));
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 15)]));
     }
     id
 }
 
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
-        .collect();
-    for name in HOP_BY_HOP
-        .iter()
-        .copied()
-        .chain(listed.iter().map(String::as_str))
-    {
+    // Names listed in Connection are connection-specific too (rare: only then allocate).
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<String> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for name in &listed {
+            headers.remove(name.as_str());
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -514,20 +519,17 @@ impl DataPlane {
             completion.bytes_out = Some(sent);
             completion.total_ms =
                 Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-            if how != End::Complete {
-                completion.code = Some(
-                    match how {
-                        End::IdleTimeout => "upstream_idle_timeout",
-                        End::UpstreamError => "upstream_stream_error",
-                        _ => "client_disconnected",
-                    }
-                    .to_owned(),
-                );
-            }
+            let end_code = match how {
+                End::Complete => None,
+                End::IdleTimeout => Some("upstream_idle_timeout"),
+                End::UpstreamError => Some("upstream_stream_error"),
+                End::ClientGone => Some("client_disconnected"),
+            };
+            completion.code = end_code.map(str::to_owned);
             metrics.request(
                 &service_label,
                 true,
-                completion.code.as_deref(),
+                end_code,
                 Some(status),
                 started.elapsed(),
             );

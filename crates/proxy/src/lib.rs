@@ -73,6 +73,8 @@ pub struct DataPlane {
     intercept: Option<Arc<intercept_ca::LeafCache>>,
     guard: egress::EgressGuard,
     tls_client: rustls::ClientConfig,
+    /// Upstream clients (connection pools) of the forward proxy, per checked destination.
+    tunnel_clients: forward::ClientPool,
 }
 
 /// The data plane's background tasks; stop them with [`Background::shutdown`].
@@ -128,6 +130,7 @@ impl DataPlane {
             intercept: intercept_ca.map(|ca| Arc::new(intercept_ca::LeafCache::new(Arc::new(ca)))),
             guard: egress::EgressGuard::system(),
             tls_client,
+            tunnel_clients: forward::ClientPool::default(),
         });
         Ok((
             plane,

@@ -33,14 +33,30 @@ impl Histogram {
     }
 }
 
+/// Requests of one service by decision, denial code and status.
+#[derive(Default)]
+struct ServiceStats {
+    requests: BTreeMap<(&'static str, &'static str, Option<u16>), u64>,
+    latency: Histogram,
+    upstream: Histogram,
+}
+
 #[derive(Default)]
 struct Inner {
-    requests: BTreeMap<(String, &'static str, String, String), u64>,
-    latency: BTreeMap<String, Histogram>,
-    upstream: BTreeMap<String, Histogram>,
+    /// Keyed by service name; after a service's first request no request allocates here.
+    services: BTreeMap<String, ServiceStats>,
     audit_failures: u64,
     snapshot_reloads: u64,
     snapshot_failures: u64,
+}
+
+impl Inner {
+    fn with_service(&mut self, name: &str, f: impl FnOnce(&mut ServiceStats)) {
+        match self.services.get_mut(name) {
+            Some(stats) => f(stats),
+            None => f(self.services.entry(name.to_owned()).or_default()),
+        }
+    }
 }
 
 /// The data plane's counters and histograms.
@@ -61,39 +77,33 @@ impl Metrics {
         f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// One finished request. `status` is `None` when no response status applies.
+    /// One finished request. `status` is `None` when no response status applies; `code` is a
+    /// stable error code (or an end-of-stream code), never free text.
     pub fn request(
         &self,
         service: &str,
         allowed: bool,
-        code: Option<&str>,
+        code: Option<&'static str>,
         status: Option<u16>,
         total: Duration,
     ) {
         let decision = if allowed { "allow" } else { "deny" };
-        let status = status.map_or_else(|| "none".to_owned(), |s| s.to_string());
         self.with(|m| {
-            *m.requests
-                .entry((
-                    service.to_owned(),
-                    decision,
-                    code.unwrap_or("").to_owned(),
-                    status,
-                ))
-                .or_default() += 1;
-            m.latency
-                .entry(service.to_owned())
-                .or_default()
-                .observe(total.as_secs_f64());
+            m.with_service(service, |stats| {
+                *stats
+                    .requests
+                    .entry((decision, code.unwrap_or(""), status))
+                    .or_default() += 1;
+                stats.latency.observe(total.as_secs_f64());
+            });
         });
     }
 
     pub fn upstream(&self, service: &str, latency: Duration) {
         self.with(|m| {
-            m.upstream
-                .entry(service.to_owned())
-                .or_default()
-                .observe(latency.as_secs_f64());
+            m.with_service(service, |stats| {
+                stats.upstream.observe(latency.as_secs_f64());
+            });
         });
     }
 
@@ -117,21 +127,28 @@ impl Metrics {
         self.with(|m| {
             let _ = writeln!(out, "# HELP sequester_requests_total Data-plane requests by service, decision, denial code and status.");
             let _ = writeln!(out, "# TYPE sequester_requests_total counter");
-            for ((service, decision, code, status), n) in &m.requests {
-                let _ = writeln!(
-                    out,
-                    "sequester_requests_total{{service=\"{}\",decision=\"{decision}\",code=\"{}\",status=\"{status}\"}} {n}",
-                    escape(service),
-                    escape(code)
-                );
+            for (service, stats) in &m.services {
+                let service = escape(service);
+                for ((decision, code, status), n) in &stats.requests {
+                    let status = status.map_or_else(|| "none".to_owned(), |s| s.to_string());
+                    let _ = writeln!(
+                        out,
+                        "sequester_requests_total{{service=\"{service}\",decision=\"{decision}\",code=\"{}\",status=\"{status}\"}} {n}",
+                        escape(code)
+                    );
+                }
             }
-            for (name, help, hists) in [
-                ("sequester_request_duration_seconds", "Time from request to the end of the response.", &m.latency),
-                ("sequester_upstream_duration_seconds", "Time from sending upstream to the response headers.", &m.upstream),
+            for (name, help, upstream) in [
+                ("sequester_request_duration_seconds", "Time from request to the end of the response.", false),
+                ("sequester_upstream_duration_seconds", "Time from sending upstream to the response headers.", true),
             ] {
                 let _ = writeln!(out, "# HELP {name} {help}");
                 let _ = writeln!(out, "# TYPE {name} histogram");
-                for (service, h) in hists {
+                for (service, stats) in &m.services {
+                    let h = if upstream { &stats.upstream } else { &stats.latency };
+                    if h.count == 0 {
+                        continue;
+                    }
                     let service = escape(service);
                     for (le, c) in BUCKETS.iter().zip(&h.counts) {
                         let _ = writeln!(out, "{name}_bucket{{service=\"{service}\",le=\"{le}\"}} {c}");

@@ -172,7 +172,9 @@ impl ScrubPatterns {
 /// Replaces the forms of a set of values in a byte stream.
 pub struct Scrubber {
     patterns: Arc<ScrubPatterns>,
-    replacements: Vec<Vec<u8>>,
+    /// What a match is replaced by: the token, in the matched form. Computed at the first
+    /// match (most responses have none), so a request pays nothing for it.
+    token: Vec<u8>,
     carry: Zeroizing<Vec<u8>>,
     replaced: u64,
 }
@@ -184,16 +186,11 @@ impl Scrubber {
         ScrubPatterns::new(values).map(|p| Self::with_patterns(p, token))
     }
 
-    /// A scrubber over precompiled patterns; only the token's replacements are computed.
+    /// A scrubber over precompiled patterns.
     pub fn with_patterns(patterns: Arc<ScrubPatterns>, token: &[u8]) -> Self {
-        let replacements = patterns
-            .forms
-            .iter()
-            .map(|f| f.replacement(token))
-            .collect();
         Self {
             patterns,
-            replacements,
+            token: token.to_vec(),
             carry: Zeroizing::new(Vec::new()),
             replaced: 0,
         }
@@ -210,7 +207,9 @@ impl Scrubber {
         let mut last = 0;
         for m in self.patterns.matcher.find_iter(buf) {
             out.extend_from_slice(&buf[last..m.start()]);
-            out.extend_from_slice(&self.replacements[m.pattern().as_usize()]);
+            if let Some(form) = self.patterns.forms.get(m.pattern().as_usize()) {
+                out.extend_from_slice(&form.replacement(&self.token));
+            }
             last = m.end();
             self.replaced += 1;
         }

@@ -63,8 +63,16 @@ pub fn build(extra_ca: Option<&Path>, timeouts: &Timeouts) -> Result<UpstreamCli
         .https_or_http()
         .enable_all_versions()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+    Ok(client_builder().build(https))
+}
+
+/// The pool settings every upstream client shares: idle keep-alive connections are kept for
+/// 90 s (reaped by a timer), at most 256 per destination.
+pub fn client_builder() -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
-        .build(https))
+        .pool_timer(hyper_util::rt::TokioTimer::new());
+    builder
 }
