@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use regex_automata::{Anchored, Input};
 use sequester_model::HostPattern;
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::DetectError;
 use crate::entropy;
-use crate::prefilter::KeywordIndex;
+use crate::prefilter::{self, KeywordIndex, Precheck};
 use crate::rules::{self, BUILTIN_RULE_FILES, CompiledRule, Rule, RuleInfo};
 use crate::stoplist;
 use crate::validate::ValidatorKind;
@@ -154,8 +154,23 @@ impl Default for DetectorOptions {
 struct Engine {
     rules: Vec<CompiledRule>,
     prefilter: KeywordIndex,
-    /// Prefilter pattern index → indexes of the rules that use that keyword.
-    keyword_rules: Vec<Vec<usize>>,
+    /// Prefilter keyword index → the rules that use that keyword.
+    keyword_rules: Vec<Vec<Attempt>>,
+    /// Per rule: the cheap test run before its regex at a position (`None`: always run it),
+    /// built the first time the rule's keyword is seen (most rules never are, and building
+    /// them all would double the detector's start-up time).
+    prechecks: Vec<OnceLock<Option<Precheck>>>,
+    /// Per rule searched in windows: whether its candidate start positions are known (see
+    /// [`Attempt::starts`]), so that windows are searched by anchored attempts at them.
+    starts_known: Vec<bool>,
+}
+
+/// A rule to try at a hit of one of its keywords.
+struct Attempt {
+    rule: usize,
+    /// For a rule not anchored at its keywords whose match beginnings are enumerable
+    /// (`api[_.-]?key`): the offsets back from the hit at which a match may start.
+    starts: Vec<usize>,
 }
 
 impl Engine {
@@ -179,20 +194,48 @@ impl Engine {
             })
             .collect();
         let mut keywords: Vec<Vec<u8>> = Vec::new();
-        let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
+        let mut keyword_rules: Vec<Vec<Attempt>> = Vec::new();
+        let mut prechecks = Vec::with_capacity(rules.len());
+        let mut starts_known = Vec::with_capacity(rules.len());
         for (i, r) in rules.iter().enumerate() {
-            for k in &r.rule.keywords {
-                let k = k.as_bytes().to_ascii_lowercase();
-                match keywords.iter().position(|x| *x == k) {
-                    Some(p) => {
-                        if !keyword_rules[p].contains(&i) {
-                            keyword_rules[p].push(i);
-                        }
-                    }
+            prechecks.push(OnceLock::new());
+            let lowered: Vec<Vec<u8>> = r
+                .rule
+                .keywords
+                .iter()
+                .map(|k| k.as_bytes().to_ascii_lowercase())
+                .collect();
+            let offsets = if r.anchored {
+                None
+            } else {
+                prefilter::start_offsets(&r.rule.pattern, &lowered)
+            };
+            starts_known.push(offsets.is_some());
+            for (j, k) in lowered.into_iter().enumerate() {
+                let starts = offsets
+                    .as_ref()
+                    .and_then(|o| o.get(j).cloned())
+                    .unwrap_or_default();
+                let p = match keywords.iter().position(|x| *x == k) {
+                    Some(p) => p,
                     None => {
                         keywords.push(k);
-                        keyword_rules.push(vec![i]);
+                        keyword_rules.push(Vec::new());
+                        keywords.len() - 1
                     }
+                };
+                let Some(attempts) = keyword_rules.get_mut(p) else {
+                    continue;
+                };
+                match attempts.iter_mut().find(|a| a.rule == i) {
+                    Some(a) => {
+                        for o in starts {
+                            if !a.starts.contains(&o) {
+                                a.starts.push(o);
+                            }
+                        }
+                    }
+                    None => attempts.push(Attempt { rule: i, starts }),
                 }
             }
         }
@@ -201,7 +244,140 @@ impl Engine {
             rules,
             prefilter,
             keyword_rules,
+            prechecks,
+            starts_known,
         })
+    }
+
+    /// Every candidate of the rules (or of rule `only`) in `hay`, before checks.
+    fn candidates(&self, hay: &[u8], only: Option<usize>) -> Vec<Candidate> {
+        let mut candidates: Vec<Candidate> = Vec::new();
+        // Windows around hits of rules not anchored at their keywords, and the positions in
+        // them where a match may start (for rules where those are known).
+        let mut windows: Vec<(usize, usize, usize)> = Vec::new();
+        let mut starts: Vec<(usize, usize)> = Vec::new();
+        // Recent anchored attempts, so overlapping keywords of one rule (`pass`, `password`)
+        // do not run the same search twice.
+        let mut recent: [(usize, usize); 8] = [(usize::MAX, usize::MAX); 8];
+        let mut recent_at = 0usize;
+
+        self.prefilter.for_each_hit(hay, |hit| {
+            let Some(attempts) = self.keyword_rules.get(hit.keyword) else {
+                return;
+            };
+            for a in attempts {
+                let ri = a.rule;
+                if only.is_some_and(|o| o != ri) {
+                    continue;
+                }
+                let Some(rule) = self.rules.get(ri) else {
+                    continue;
+                };
+                if rule.anchored {
+                    let key = (ri, hit.start);
+                    if recent.contains(&key) {
+                        continue;
+                    }
+                    recent[recent_at % recent.len()] = key;
+                    recent_at += 1;
+                    let end = hay.len().min(hit.start + rule.max_len);
+                    if !self.may_match(ri, hay, hit.start, end) {
+                        continue;
+                    }
+                    let input = Input::new(hay)
+                        .range(hit.start..end)
+                        .anchored(Anchored::Yes);
+                    if let Some(c) = capture(rule, ri, &input) {
+                        candidates.push(c);
+                    }
+                } else {
+                    let start = hit.end.saturating_sub(rule.max_len);
+                    let end = hay.len().min(hit.start + rule.max_len);
+                    windows.push((ri, start, end));
+                    for &o in &a.starts {
+                        if let Some(p) = hit.start.checked_sub(o) {
+                            starts.push((ri, p));
+                        }
+                    }
+                }
+            }
+        });
+        if !windows.is_empty() {
+            self.search_windows(hay, &mut windows, &mut starts, &mut candidates);
+        }
+        candidates
+    }
+
+    /// Whether rule `ri`'s precheck allows a match starting at `start` and ending by `end`.
+    #[inline]
+    fn may_match(&self, ri: usize, hay: &[u8], start: usize, end: usize) -> bool {
+        let (Some(cell), Some(rule)) = (self.prechecks.get(ri), self.rules.get(ri)) else {
+            return true;
+        };
+        match cell.get_or_init(|| Precheck::new(&rule.rule.pattern)) {
+            Some(p) => p.may_match(hay, start, end),
+            None => true,
+        }
+    }
+
+    /// Runs non-anchored rules over the merged windows around their keyword hits: the
+    /// leftmost-first matches in each window, one after the other. Where a rule's possible
+    /// start positions are known, tries them in order, anchored (the first one that matches
+    /// is the window search's leftmost match); otherwise searches the window.
+    fn search_windows(
+        &self,
+        hay: &[u8],
+        windows: &mut [(usize, usize, usize)],
+        starts: &mut Vec<(usize, usize)>,
+        candidates: &mut Vec<Candidate>,
+    ) {
+        windows.sort_unstable();
+        starts.sort_unstable();
+        starts.dedup();
+        let mut i = 0;
+        while i < windows.len() {
+            let (ri, start, mut end) = windows[i];
+            let mut j = i + 1;
+            while j < windows.len() && windows[j].0 == ri && windows[j].1 <= end {
+                end = end.max(windows[j].2);
+                j += 1;
+            }
+            i = j;
+            let Some(rule) = self.rules.get(ri) else {
+                continue;
+            };
+            if self.starts_known.get(ri).copied().unwrap_or(false) {
+                let mut at = start;
+                let from = starts.partition_point(|&s| s < (ri, start));
+                for &(r, p) in starts.get(from..).unwrap_or_default() {
+                    if r != ri || p >= end {
+                        break;
+                    }
+                    if p < at || !self.may_match(ri, hay, p, end) {
+                        continue;
+                    }
+                    let input = Input::new(hay).range(p..end).anchored(Anchored::Yes);
+                    if let Some(c) = capture(rule, ri, &input) {
+                        at = c.whole.end.max(p + 1);
+                        candidates.push(c);
+                    }
+                }
+                continue;
+            }
+            let mut at = start;
+            while at < end {
+                let input = Input::new(hay).range(at..end);
+                let Some(c) = capture(rule, ri, &input) else {
+                    break;
+                };
+                at = if c.whole.end > at {
+                    c.whole.end
+                } else {
+                    at + 1
+                };
+                candidates.push(c);
+            }
+        }
     }
 }
 
@@ -312,46 +488,7 @@ impl Detector {
 
     /// Every secret in `hay`, sorted by position, non-overlapping.
     pub fn detect(&self, hay: &[u8]) -> Vec<Finding> {
-        let engine = &*self.engine;
-        let mut candidates: Vec<Candidate> = Vec::new();
-        let mut windows: Vec<(usize, usize, usize)> = Vec::new();
-        // Recent anchored attempts, so overlapping keywords of one rule (`pass`, `password`)
-        // do not run the same search twice.
-        let mut recent: [(usize, usize); 8] = [(usize::MAX, usize::MAX); 8];
-        let mut recent_at = 0usize;
-
-        engine.prefilter.for_each_hit(hay, |hit| {
-            let Some(rule_ids) = engine.keyword_rules.get(hit.keyword) else {
-                return;
-            };
-            for &ri in rule_ids {
-                let Some(rule) = engine.rules.get(ri) else {
-                    continue;
-                };
-                if rule.anchored {
-                    let key = (ri, hit.start);
-                    if recent.contains(&key) {
-                        continue;
-                    }
-                    recent[recent_at % recent.len()] = key;
-                    recent_at += 1;
-                    let end = hay.len().min(hit.start + rule.max_len);
-                    let input = Input::new(hay)
-                        .range(hit.start..end)
-                        .anchored(Anchored::Yes);
-                    if let Some(c) = capture(rule, ri, &input) {
-                        candidates.push(c);
-                    }
-                } else {
-                    let start = hit.end.saturating_sub(rule.max_len);
-                    let end = hay.len().min(hit.start + rule.max_len);
-                    windows.push((ri, start, end));
-                }
-            }
-        });
-        if !windows.is_empty() {
-            search_windows(engine, hay, &mut windows, &mut candidates);
-        }
+        let candidates = self.engine.candidates(hay, None);
         self.finish(hay, candidates)
     }
 
@@ -468,34 +605,7 @@ impl Detector {
     /// spans only; printing the secret is up to the caller.
     pub fn explain(&self, hay: &[u8]) -> Vec<(String, Range<usize>, Option<&'static str>)> {
         let engine = &*self.engine;
-        let mut candidates = Vec::new();
-        let mut windows = Vec::new();
-        engine.prefilter.for_each_hit(hay, |hit| {
-            let Some(rule_ids) = engine.keyword_rules.get(hit.keyword) else {
-                return;
-            };
-            for &ri in rule_ids {
-                let Some(rule) = engine.rules.get(ri) else {
-                    continue;
-                };
-                if rule.anchored {
-                    let end = hay.len().min(hit.start + rule.max_len);
-                    let input = Input::new(hay)
-                        .range(hit.start..end)
-                        .anchored(Anchored::Yes);
-                    candidates.extend(capture(rule, ri, &input));
-                } else {
-                    windows.push((
-                        ri,
-                        hit.end.saturating_sub(rule.max_len),
-                        hay.len().min(hit.start + rule.max_len),
-                    ));
-                }
-            }
-        });
-        if !windows.is_empty() {
-            search_windows(engine, hay, &mut windows, &mut candidates);
-        }
+        let candidates = engine.candidates(hay, None);
         candidates
             .into_iter()
             .map(|c| {
@@ -530,37 +640,7 @@ impl Detector {
         let Some(ri) = self.rule_index(id) else {
             return Vec::new();
         };
-        let Some(rule) = self.engine.rules.get(ri) else {
-            return Vec::new();
-        };
-        let mut candidates = Vec::new();
-        let mut windows = Vec::new();
-        self.engine.prefilter.for_each_hit(hay, |hit| {
-            let uses = self
-                .engine
-                .keyword_rules
-                .get(hit.keyword)
-                .is_some_and(|r| r.contains(&ri));
-            if !uses {
-                return;
-            }
-            if rule.anchored {
-                let end = hay.len().min(hit.start + rule.max_len);
-                let input = Input::new(hay)
-                    .range(hit.start..end)
-                    .anchored(Anchored::Yes);
-                candidates.extend(capture(rule, ri, &input));
-            } else {
-                windows.push((
-                    ri,
-                    hit.end.saturating_sub(rule.max_len),
-                    hay.len().min(hit.start + rule.max_len),
-                ));
-            }
-        });
-        if !windows.is_empty() {
-            search_windows(&self.engine, hay, &mut windows, &mut candidates);
-        }
+        let candidates = self.engine.candidates(hay, Some(ri));
         self.finish(hay, candidates)
     }
 }
@@ -568,9 +648,15 @@ impl Detector {
 /// If `input` matches `rule`, the candidate with its secret span.
 fn capture(rule: &CompiledRule, ri: usize, input: &Input<'_>) -> Option<Candidate> {
     // Most keyword hits do not match: find that out without allocating.
-    rule.regex.search_half(input)?;
+    let half = rule.regex.search_half(input)?;
+    // The leftmost-first match ends where the half search said: searching only up to there
+    // finds the same match and keeps the capture engines' work proportional to the match.
+    if half.offset() < input.start() {
+        return None;
+    }
+    let input = input.clone().range(input.start()..half.offset());
     let mut caps = rule.regex.create_captures();
-    rule.regex.search_captures(input, &mut caps);
+    rule.regex.search_captures(&input, &mut caps);
     let whole = caps.get_match()?.range();
     let secret = caps
         .get_group(rule.secret_group)
@@ -583,49 +669,204 @@ fn capture(rule: &CompiledRule, ri: usize, input: &Input<'_>) -> Option<Candidat
     })
 }
 
-/// Runs non-anchored rules over the merged windows around their keyword hits.
-fn search_windows(
-    engine: &Engine,
-    hay: &[u8],
-    windows: &mut [(usize, usize, usize)],
-    candidates: &mut Vec<Candidate>,
-) {
-    windows.sort_unstable();
-    let mut i = 0;
-    while i < windows.len() {
-        let (ri, start, mut end) = windows[i];
-        let mut j = i + 1;
-        while j < windows.len() && windows[j].0 == ri && windows[j].1 <= end {
-            end = end.max(windows[j].2);
-            j += 1;
-        }
-        i = j;
-        let Some(rule) = engine.rules.get(ri) else {
-            continue;
-        };
-        let mut at = start;
-        while at < end {
-            let input = Input::new(hay).range(at..end);
-            let Some(c) = capture(rule, ri, &input) else {
-                break;
-            };
-            at = if c.whole.end > at {
-                c.whole.end
-            } else {
-                at + 1
-            };
-            candidates.push(c);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn builtin_compiles() {
         let d = Detector::builtin();
         assert!(d.rules().len() > 20);
+    }
+
+    /// The detector without its shortcuts: keywords found by a naive search, every rule of a
+    /// keyword tried at every hit with no precheck, anchored rules anchored at the hit, the
+    /// others searched for in the merged windows around their hits, captures over the whole
+    /// search range.
+    fn reference(d: &Detector, hay: &[u8]) -> Vec<(String, Range<usize>, Confidence, Validation)> {
+        let engine = &*d.engine;
+        let full_capture = |rule: &CompiledRule, ri: usize, input: &Input<'_>| {
+            rule.regex.search_half(input)?;
+            let mut caps = rule.regex.create_captures();
+            rule.regex.search_captures(input, &mut caps);
+            let whole = caps.get_match()?.range();
+            let secret = caps
+                .get_group(rule.secret_group)
+                .map(|s| s.range())
+                .unwrap_or_else(|| whole.clone());
+            Some(Candidate {
+                rule: ri,
+                whole,
+                secret,
+            })
+        };
+        let mut candidates = Vec::new();
+        let mut windows = Vec::new();
+        for start in 0..hay.len() {
+            for (k, kw) in engine.prefilter.keywords().iter().enumerate() {
+                let end = start + kw.len();
+                if !hay
+                    .get(start..end)
+                    .is_some_and(|s| s.eq_ignore_ascii_case(kw))
+                {
+                    continue;
+                }
+                for a in &engine.keyword_rules[k] {
+                    let rule = &engine.rules[a.rule];
+                    if rule.anchored {
+                        let stop = hay.len().min(start + rule.max_len);
+                        let input = Input::new(hay).range(start..stop).anchored(Anchored::Yes);
+                        candidates.extend(full_capture(rule, a.rule, &input));
+                    } else {
+                        windows.push((
+                            a.rule,
+                            end.saturating_sub(rule.max_len),
+                            hay.len().min(start + rule.max_len),
+                        ));
+                    }
+                }
+            }
+        }
+        windows.sort_unstable();
+        let mut i = 0;
+        while i < windows.len() {
+            let (ri, start, mut end) = windows[i];
+            let mut j = i + 1;
+            while j < windows.len() && windows[j].0 == ri && windows[j].1 <= end {
+                end = end.max(windows[j].2);
+                j += 1;
+            }
+            i = j;
+            let mut at = start;
+            while at < end {
+                let input = Input::new(hay).range(at..end);
+                let Some(c) = full_capture(&engine.rules[ri], ri, &input) else {
+                    break;
+                };
+                at = c.whole.end.max(at + 1);
+                candidates.push(c);
+            }
+        }
+        summary(&d.finish(hay, candidates))
+    }
+
+    fn summary(findings: &[Finding]) -> Vec<(String, Range<usize>, Confidence, Validation)> {
+        findings
+            .iter()
+            .map(|f| {
+                (
+                    f.rule_id().to_owned(),
+                    f.span.clone(),
+                    f.confidence,
+                    f.validation,
+                )
+            })
+            .collect()
+    }
+
+    /// Text made of keywords, separators, assignments and values, so that rules, their
+    /// prechecks and their windows all come into play.
+    fn mixed_input() -> impl Strategy<Value = Vec<u8>> {
+        let fragments = prop::sample::select(vec![
+            "key",
+            "KEY",
+            "api",
+            "api.key",
+            "api_key",
+            "apiKey",
+            "secret",
+            "token",
+            "auth",
+            "password",
+            "pass",
+            "pwd",
+            "access",
+            "private",
+            "_pat",
+            "pat",
+            "credential",
+            "Bearer ",
+            "Authorization: ",
+            "ghp_",
+            "glpat-",
+            "sk-",
+            "sk_live_",
+            "xoxb-",
+            "AKIA",
+            "eyJ",
+            "npm_",
+            "://",
+            "user:",
+            "@db.example.com",
+            "-----BEGIN RSA PRIVATE KEY-----\n",
+            "-----END RSA PRIVATE KEY-----",
+            "=",
+            " = ",
+            ": ",
+            ":=",
+            "=>",
+            "\"",
+            "'",
+            "`",
+            "(",
+            ")",
+            ",",
+            ";",
+            "\n",
+            " ",
+            "\t",
+            "_",
+            "-",
+            ".",
+            "/",
+            "0",
+            "9f",
+            "Q7",
+            "x",
+            "wJalrXUtnFEMI",
+            "K7MDENGbPxRfiCY",
+            "aB3dE5fG7hJ9kL1mN2pQ4rS6tU8vW0xY",
+            "4f8e2a9c71d3b6e5f0a2c4e6b8d0f1a3",
+            "changeme",
+            "${TOKEN}",
+            "os.environ['KEY']",
+        ]);
+        prop_oneof![
+            prop::collection::vec(fragments, 0..80).prop_map(|v| v.concat().into_bytes()),
+            prop::collection::vec(
+                prop::sample::select(b"keyKEYpatsecretokn_:=\"' .-/aZ09x\n".to_vec()),
+                0..400
+            ),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn shortcuts_do_not_change_findings(hay in mixed_input()) {
+            let d = Detector::builtin();
+            prop_assert_eq!(summary(&d.detect(&hay)), reference(&d, &hay));
+        }
+    }
+
+    #[test]
+    fn shortcuts_do_not_change_findings_on_the_rule_examples() {
+        let d = Detector::builtin();
+        let mut all = Vec::new();
+        for r in d.rules() {
+            for e in r.examples().iter().chain(r.negative_examples()) {
+                assert_eq!(
+                    summary(&d.detect(e.as_bytes())),
+                    reference(&d, e.as_bytes()),
+                    "rule {}",
+                    r.id()
+                );
+                all.extend_from_slice(e.as_bytes());
+                all.push(b'\n');
+            }
+        }
+        assert_eq!(summary(&d.detect(&all)), reference(&d, &all));
     }
 }

@@ -12,13 +12,19 @@
 //!    negative examples that the tests run. They are compiled into the binary and parsed once;
 //!    users add their own with [`Detector::with_extra_rules`].
 //! 2. **Prefilter.** Every occurrence of every keyword (ASCII case-insensitive, at least 3
-//!    bytes) is found in one pass that tests each position's hashed 4-byte prefix against two
-//!    small bitmaps and checks only the rare hits exactly (faster than an Aho-Corasick
-//!    automaton over a few hundred case-insensitive keywords); text without keywords costs
-//!    that one pass.
-//! 3. **Regex at the hit.** A rule whose matches start with a keyword (all builtin ones) runs
-//!    anchored at each hit; others run in a window around it bounded by the rule's longest
-//!    match. Patterns that could match unboundedly long text are rejected at load time.
+//!    bytes) is found in one pass that hashes each position's case-folded first three bytes
+//!    into a 64 KiB table, 16 positions per step, and checks only the rare positions whose
+//!    entry is set exactly (faster than an Aho-Corasick automaton over a few hundred
+//!    case-insensitive keywords); text without keywords costs that one pass.
+//! 3. **Regex at the hit.** A rule whose matches start with a keyword (most builtin ones) runs
+//!    anchored at each hit; for the others the possible match starts are derived from the
+//!    pattern where they can be (`api[_.-]?key` starts 0, 4, 7 or 8 bytes before a `key`) and
+//!    tried anchored, in order, within a window around the hits bounded by the rule's longest
+//!    match; otherwise the window is searched. Before a regex runs at a position, a small DFA
+//!    of a relaxed copy of the pattern (look-arounds dropped, long counted repetitions made
+//!    unbounded: a superset of the rule's matches) must accept there; it rejects most hits
+//!    within a few bytes (`password_hash(`). Patterns that could match unboundedly long text
+//!    are rejected at load time.
 //! 4. **Checks.** Offline validators ([`Validator`]: GitHub/npm/Sequester CRC32 checksums, JWT
 //!    header, PEM body, AWS key id, …), Shannon entropy and character classes, stop-lists of
 //!    examples and templates (`EXAMPLE`, `xxxx`, `${VAR}`, `{{ var }}`, runs), look-alikes
