@@ -232,6 +232,14 @@ impl RunningBroker {
     }
 }
 
+/// How often the broker checkpoints the database's write-ahead log (passively: receipt
+/// commits never wait for it), and past what size it truncates the log. A passive checkpoint
+/// cannot restart a log that is written without a pause, so only under sustained saturation
+/// does the log reach the limit; the truncation then holds receipt commits for one
+/// checkpoint's remainder (tens of milliseconds), about once per 256 MB of receipts.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+const CHECKPOINT_TRUNCATE_ABOVE: u64 = 256 * 1024 * 1024;
+
 /// Binds the gateway and the proxy and starts serving in the background.
 pub(crate) async fn start_broker(
     ctx: &Ctx,
@@ -288,6 +296,11 @@ pub(crate) async fn start_broker(
     if config.audit.sync == sequester_proxy::config::AuditSync::Normal {
         audit.relax_durability().await?;
     }
+    // Receipt commits never pause to checkpoint the WAL: a connection of its own does that.
+    let checkpointer = store
+        .start_checkpointer(CHECKPOINT_EVERY, CHECKPOINT_TRUNCATE_ABOVE)
+        .await?;
+    audit.manual_checkpoints().await?;
     let (plane, background) = sequester_proxy::DataPlane::start(
         control.clone(),
         audit.clone(),
@@ -308,6 +321,7 @@ pub(crate) async fn start_broker(
             sequester_proxy::serve_proxy(proxy_listener, plane, stopped(stop_rx)),
         );
         background.shutdown().await;
+        checkpointer.stop().await;
         control.close().await;
         audit.close().await;
         served.and(proxied)

@@ -23,7 +23,7 @@ mod store;
 
 pub use datadir::{DataDir, KeyMode, PassphraseSource};
 pub use error::StoreError;
-pub use sqlite::SqliteStore;
+pub use sqlite::{Checkpointer, SqliteStore};
 pub use store::{
     MAX_VALUE_LEN, NewReceipt, NewSecret, OpenedVersion, ReceiptFilter, ReceiptRow, Sanitized,
     SealedVersion, SnapshotData, SnapshotSecret, Store, validate_value,

@@ -48,6 +48,20 @@ pub(crate) async fn connect(path: &Path, create: bool) -> Result<SqliteConnectio
     Ok(options.connect().await?)
 }
 
+/// A running WAL checkpointer (see [`SqliteStore::start_checkpointer`]).
+pub struct Checkpointer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    /// Stops checkpointing and closes its connection.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
 /// Key settings kept in the `meta` table.
 pub(crate) struct KeyMeta {
     pub mode: String,
@@ -341,6 +355,59 @@ impl SqliteStore {
             .execute(&mut *self.lock().await?)
             .await?;
         Ok(())
+    }
+
+    /// Leaves this connection's WAL checkpoints to a [`Checkpointer`]: its commits never stop
+    /// to copy the log into the database file (which, with an fsync of the database, is what
+    /// made the slowest receipt commits slow). Only together with a running checkpointer.
+    pub async fn manual_checkpoints(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_autocheckpoint = 0")
+            .execute(&mut *self.lock().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// Starts checkpointing the WAL every `every` from a connection of its own, off every
+    /// writer's path. A passive checkpoint never blocks a writer; when the log has grown past
+    /// `truncate_above` bytes (a writer that never pauses keeps it from being restarted) a
+    /// truncating checkpoint follows, which waits for the current commit and holds the next
+    /// one only for the few frames left.
+    pub async fn start_checkpointer(
+        &self,
+        every: Duration,
+        truncate_above: u64,
+    ) -> Result<Checkpointer, StoreError> {
+        let mut conn = connect(&self.path, false).await?;
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tick.tick() => {}
+                }
+                let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+                if size == 0 {
+                    continue;
+                }
+                let mut statements = vec!["PRAGMA wal_checkpoint(PASSIVE)"];
+                if size > truncate_above {
+                    statements.push("PRAGMA wal_checkpoint(TRUNCATE)");
+                }
+                for sql in statements {
+                    if let Err(e) = sqlx::query(sql).execute(&mut conn).await {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; retrying at the next interval");
+                        break;
+                    }
+                }
+            }
+            close_quietly(conn).await;
+        });
+        Ok(Checkpointer { stop, task })
     }
 
     /// A second handle on the same database with its own connection, sharing the keys (no

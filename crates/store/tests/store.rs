@@ -1122,3 +1122,62 @@ async fn the_interception_ca_key_is_sealed_and_survives_rekey() {
     let hits = scan_dir(data.root(), &forms("ca-private-key-canary-0123456789"));
     assert!(hits.is_empty(), "the CA key is on disk: {hits:?}");
 }
+
+#[tokio::test]
+async fn the_checkpointer_keeps_the_log_bounded_while_receipts_skip_checkpoints() {
+    use sequester_store::NewReceipt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, store, tenant) = init(tmp.path()).await;
+    let audit = store.reopen().await.unwrap();
+    audit.manual_checkpoints().await.unwrap();
+    let db = data.root().join("sequester.db");
+    let wal = data.root().join("sequester.db-wal");
+    let receipt = |i: i64| NewReceipt {
+        tenant_id: tenant.clone(),
+        at_ms: i,
+        kind: "intent".to_owned(),
+        request_id: format!("req-{i}"),
+        agent: Some("bot".to_owned()),
+        secret: Some("S".to_owned()),
+        denied: false,
+        body: format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(2000)),
+    };
+    // Without a checkpointer, the receipt connection lets the log grow past SQLite's
+    // automatic checkpoint threshold (1000 pages).
+    for batch in 0..40 {
+        let rows: Vec<_> = (0..50).map(|i| receipt(batch * 50 + i)).collect();
+        audit.append_receipts(&rows).await.unwrap();
+    }
+    let grown = std::fs::metadata(&wal).unwrap().len();
+    assert!(
+        grown > 4_000_000,
+        "the log was checkpointed anyway: {grown} bytes"
+    );
+    let db_before = std::fs::metadata(&db).unwrap().len();
+
+    // The checkpointer copies it into the database and, past the threshold, truncates it.
+    let checkpointer = store
+        .start_checkpointer(std::time::Duration::from_millis(20), 1024 * 1024)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::metadata(&wal).map_or(0, |m| m.len()) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log was never truncated"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(std::fs::metadata(&db).unwrap().len() > db_before + 3_000_000);
+    // Writing goes on across checkpoints; the chain stays whole.
+    audit.append_receipts(&[receipt(5000)]).await.unwrap();
+    checkpointer.stop().await;
+    let chain = audit.receipt_chain(0, 5000).await.unwrap();
+    assert_eq!(chain.len(), 2001);
+    assert_eq!(
+        audit.receipt_head().await.unwrap().map(|(seq, _)| seq),
+        Some(2001)
+    );
+    audit.close().await;
+    store.close().await;
+}
