@@ -9,6 +9,8 @@ use std::io::Write;
 
 use sequester_detect::Detector;
 
+mod input;
+
 fn main() -> std::process::ExitCode {
     let mut jsonl = false;
     let mut files = Vec::new();
@@ -22,12 +24,8 @@ fn main() -> std::process::ExitCode {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for path in files {
-        let data = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("{path}: {e}");
-                return std::process::ExitCode::from(1);
-            }
+        let Some(data) = input::read(&path) else {
+            return std::process::ExitCode::from(1);
         };
         let inputs: Vec<Vec<u8>> = if jsonl {
             data.split(|&b| b == b'\n')

@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use sequester_detect::Detector;
 
+mod input;
+
 fn main() -> std::process::ExitCode {
     let mut repeat = 3usize;
     let mut redact = false;
@@ -32,12 +34,8 @@ fn main() -> std::process::ExitCode {
     }
     let detector = Detector::builtin();
     for path in files {
-        let data = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("{path}: {e}");
-                return std::process::ExitCode::from(1);
-            }
+        let Some(data) = input::read(&path) else {
+            return std::process::ExitCode::from(1);
         };
         let mut best = f64::INFINITY;
         let mut count = 0usize;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::DetectError;
 use crate::entropy;
-use crate::prefilter::{self, KeywordIndex, Precheck};
+use crate::prefilter::{KeywordIndex, Precheck};
 use crate::rules::{self, BUILTIN_RULE_FILES, CompiledRule, Rule, RuleInfo};
 use crate::stoplist;
 use crate::validate::ValidatorKind;
@@ -205,17 +205,10 @@ impl Engine {
                 .iter()
                 .map(|k| k.as_bytes().to_ascii_lowercase())
                 .collect();
-            let offsets = if r.anchored {
-                None
-            } else {
-                prefilter::start_offsets(&r.rule.pattern, &lowered)
-            };
+            let offsets = r.keyword_starts.as_ref().filter(|_| !r.anchored);
             starts_known.push(offsets.is_some());
             for (j, k) in lowered.into_iter().enumerate() {
-                let starts = offsets
-                    .as_ref()
-                    .and_then(|o| o.get(j).cloned())
-                    .unwrap_or_default();
+                let starts = offsets.and_then(|o| o.get(j).cloned()).unwrap_or_default();
                 let p = match keywords.iter().position(|x| *x == k) {
                     Some(p) => p,
                     None => {
@@ -331,18 +324,9 @@ impl Engine {
         starts: &mut Vec<(usize, usize)>,
         candidates: &mut Vec<Candidate>,
     ) {
-        windows.sort_unstable();
         starts.sort_unstable();
         starts.dedup();
-        let mut i = 0;
-        while i < windows.len() {
-            let (ri, start, mut end) = windows[i];
-            let mut j = i + 1;
-            while j < windows.len() && windows[j].0 == ri && windows[j].1 <= end {
-                end = end.max(windows[j].2);
-                j += 1;
-            }
-            i = j;
+        for (ri, start, end) in merged_windows(windows) {
             let Some(rule) = self.rules.get(ri) else {
                 continue;
             };
@@ -364,20 +348,46 @@ impl Engine {
                 }
                 continue;
             }
-            let mut at = start;
-            while at < end {
-                let input = Input::new(hay).range(at..end);
-                let Some(c) = capture(rule, ri, &input) else {
-                    break;
-                };
-                at = if c.whole.end > at {
-                    c.whole.end
-                } else {
-                    at + 1
-                };
-                candidates.push(c);
-            }
+            search_window(
+                hay,
+                start..end,
+                |input| capture(rule, ri, input),
+                candidates,
+            );
         }
+    }
+}
+
+/// Sorts windows `(rule, start, end)` and yields them with the overlapping windows of each
+/// rule merged.
+fn merged_windows(
+    windows: &mut [(usize, usize, usize)],
+) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    windows.sort_unstable();
+    let mut rest = windows.iter().copied().peekable();
+    std::iter::from_fn(move || {
+        let (ri, start, mut end) = rest.next()?;
+        while let Some((_, _, e)) = rest.next_if(|&(r, s, _)| r == ri && s <= end) {
+            end = end.max(e);
+        }
+        Some((ri, start, end))
+    })
+}
+
+/// Pushes the leftmost-first matches in `window`, one after the other, as `find` reports them.
+fn search_window(
+    hay: &[u8],
+    window: Range<usize>,
+    find: impl Fn(&Input<'_>) -> Option<Candidate>,
+    candidates: &mut Vec<Candidate>,
+) {
+    let mut at = window.start;
+    while at < window.end {
+        let Some(c) = find(&Input::new(hay).range(at..window.end)) else {
+            break;
+        };
+        at = c.whole.end.max(at + 1);
+        candidates.push(c);
     }
 }
 
@@ -654,9 +664,14 @@ fn capture(rule: &CompiledRule, ri: usize, input: &Input<'_>) -> Option<Candidat
     if half.offset() < input.start() {
         return None;
     }
-    let input = input.clone().range(input.start()..half.offset());
+    captures(rule, ri, &input.clone().range(input.start()..half.offset()))
+}
+
+/// The leftmost-first match of `rule` in `input` with its secret span, from the capture
+/// engines.
+fn captures(rule: &CompiledRule, ri: usize, input: &Input<'_>) -> Option<Candidate> {
     let mut caps = rule.regex.create_captures();
-    rule.regex.search_captures(&input, &mut caps);
+    rule.regex.search_captures(input, &mut caps);
     let whole = caps.get_match()?.range();
     let secret = caps
         .get_group(rule.secret_group)
@@ -688,18 +703,7 @@ mod tests {
         let engine = &*d.engine;
         let full_capture = |rule: &CompiledRule, ri: usize, input: &Input<'_>| {
             rule.regex.search_half(input)?;
-            let mut caps = rule.regex.create_captures();
-            rule.regex.search_captures(input, &mut caps);
-            let whole = caps.get_match()?.range();
-            let secret = caps
-                .get_group(rule.secret_group)
-                .map(|s| s.range())
-                .unwrap_or_else(|| whole.clone());
-            Some(Candidate {
-                rule: ri,
-                whole,
-                secret,
-            })
+            captures(rule, ri, input)
         };
         let mut candidates = Vec::new();
         let mut windows = Vec::new();
@@ -728,25 +732,14 @@ mod tests {
                 }
             }
         }
-        windows.sort_unstable();
-        let mut i = 0;
-        while i < windows.len() {
-            let (ri, start, mut end) = windows[i];
-            let mut j = i + 1;
-            while j < windows.len() && windows[j].0 == ri && windows[j].1 <= end {
-                end = end.max(windows[j].2);
-                j += 1;
-            }
-            i = j;
-            let mut at = start;
-            while at < end {
-                let input = Input::new(hay).range(at..end);
-                let Some(c) = full_capture(&engine.rules[ri], ri, &input) else {
-                    break;
-                };
-                at = c.whole.end.max(at + 1);
-                candidates.push(c);
-            }
+        for (ri, start, end) in merged_windows(&mut windows) {
+            let rule = &engine.rules[ri];
+            search_window(
+                hay,
+                start..end,
+                |input| full_capture(rule, ri, input),
+                &mut candidates,
+            );
         }
         summary(&d.finish(hay, candidates))
     }

@@ -217,7 +217,7 @@ impl Precheck {
     /// The precheck for `pattern`, or `None` when even the most relaxed DFA is too large (the
     /// rule then runs its regex at every keyword hit).
     pub(crate) fn new(pattern: &str) -> Option<Self> {
-        let hir = parse(pattern)?;
+        let hir = parse_pattern(pattern).ok()?;
         RELAX_STEPS.iter().find_map(|&k| {
             let relaxed = relax(&hir, k);
             let nfa = thompson::Compiler::new()
@@ -264,14 +264,15 @@ impl Precheck {
     }
 }
 
-/// Parses a rule pattern the way rules are compiled (bytes, Unicode off).
-fn parse(pattern: &str) -> Option<Hir> {
+/// Parses a rule pattern the way rules are compiled: over bytes, with Unicode off (`\w`, `\s`,
+/// `\d`, `\b` and `(?i)` are ASCII-only). `Err` says what is wrong with the pattern.
+pub(crate) fn parse_pattern(pattern: &str) -> Result<Hir, String> {
     regex_syntax::ParserBuilder::new()
         .utf8(false)
         .unicode(false)
         .build()
         .parse(pattern)
-        .ok()
+        .map_err(|e| e.to_string())
 }
 
 /// A pattern matching everything `hir` matches: look-around assertions become empty,
@@ -301,15 +302,15 @@ fn relax(hir: &Hir, keep: u32) -> Hir {
     }
 }
 
-/// For a rule whose matches do not all start with a keyword (`api[_.-]?key`): for each of
-/// `keywords` (lowercase), the offsets back from an occurrence of it at which a match may
-/// start. Every match begins with one of a few enumerable strings, each containing a keyword
-/// at a known offset; `None` when the pattern's beginnings cannot be enumerated or one of them
-/// contains no keyword (the rule is then searched in a window around each hit).
-pub(crate) fn start_offsets(pattern: &str, keywords: &[Vec<u8>]) -> Option<Vec<Vec<usize>>> {
-    let hir = parse(pattern)?;
+/// For each of `keywords` (lowercase), the offsets back from an occurrence of it at which a
+/// match of `hir` may start: every match begins with one of a few enumerable strings, each
+/// containing a keyword at a known offset. `None` when the pattern's beginnings cannot be
+/// enumerated or one of them contains no keyword (the rule is then searched in a window
+/// around each hit). When every offset is 0, every match starts with a keyword
+/// ([`starts_at_keywords`]); otherwise (`api[_.-]?key`) the rule is tried at those offsets.
+pub(crate) fn start_offsets(hir: &Hir, keywords: &[Vec<u8>]) -> Option<Vec<Vec<usize>>> {
     let mut offsets = vec![Vec::new(); keywords.len()];
-    for p in prefixes(&hir)? {
+    for p in prefixes(hir)? {
         let (kw, at) = (0..p.text.len()).find_map(|at| {
             let kw = keywords
                 .iter()
@@ -325,6 +326,12 @@ pub(crate) fn start_offsets(pattern: &str, keywords: &[Vec<u8>]) -> Option<Vec<V
         list.sort_unstable();
     }
     Some(offsets)
+}
+
+/// Whether [`start_offsets`] says that every match starts with a keyword, so the rule can run
+/// anchored at each keyword hit.
+pub(crate) fn starts_at_keywords(offsets: Option<&[Vec<usize>]>) -> bool {
+    offsets.is_some_and(|o| o.iter().flatten().all(|&at| at == 0))
 }
 
 /// Leading text of a pattern, lowercased: `exact` when the text is everything the

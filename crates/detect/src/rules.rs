@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use regex_automata::{meta, util::syntax};
-use regex_syntax::hir::{Class, Hir, HirKind};
 use sequester_model::HostPattern;
 use serde::Deserialize;
 
 use crate::DetectError;
 use crate::detector::Confidence;
+use crate::prefilter::{self, MIN_KEYWORD_LEN};
 use crate::validate::Validator;
 
 /// The longest text one rule may match, in bytes. PEM blocks are the longest credentials we
@@ -206,6 +206,9 @@ pub(crate) struct CompiledRule {
     /// Every match starts at one of the rule's keywords, so the regex runs anchored at each
     /// keyword hit instead of in a window around it.
     pub(crate) anchored: bool,
+    /// Per keyword (in the order of [`Rule::keywords`]): the offsets back from a hit at which a
+    /// match may start; `None` when they cannot be enumerated.
+    pub(crate) keyword_starts: Option<Vec<Vec<usize>>>,
     /// The longest text the regex can match.
     pub(crate) max_len: usize,
 }
@@ -256,14 +259,13 @@ fn compile(spec: RuleSpec) -> Result<CompiledRule, DetectError> {
     if let Some(k) = spec
         .keywords
         .iter()
-        .find(|k| k.len() < crate::prefilter::MIN_KEYWORD_LEN || !k.is_ascii() || k.contains('\0'))
+        .find(|k| k.len() < MIN_KEYWORD_LEN || !k.is_ascii() || k.contains('\0'))
     {
         return Err(invalid(
             id,
             "keywords",
             format!(
-                "entry {k:?} must be ASCII, without NUL, and at least {} characters long",
-                crate::prefilter::MIN_KEYWORD_LEN
+                "entry {k:?} must be ASCII, without NUL, and at least {MIN_KEYWORD_LEN} characters long"
             ),
         ));
     }
@@ -304,12 +306,7 @@ fn compile(spec: RuleSpec) -> Result<CompiledRule, DetectError> {
     // Patterns run over bytes with Unicode off: \w, \s, \d, \b and (?i) are ASCII-only,
     // which is what credentials are made of and keeps the lazy DFA on its fast path.
     let syntax_config = syntax::Config::new().utf8(false).unicode(false);
-    let hir = regex_syntax::ParserBuilder::new()
-        .utf8(false)
-        .unicode(false)
-        .build()
-        .parse(&spec.pattern)
-        .map_err(|e| bad_pattern(e.to_string()))?;
+    let hir = prefilter::parse_pattern(&spec.pattern).map_err(bad_pattern)?;
     let max_len = match hir.properties().maximum_len() {
         Some(n) if n <= MAX_MATCH_LEN => n,
         _ => {
@@ -336,7 +333,8 @@ fn compile(spec: RuleSpec) -> Result<CompiledRule, DetectError> {
         .iter()
         .map(|k| k.as_bytes().to_ascii_lowercase())
         .collect();
-    let anchored = starts_with_keyword(&hir, &lowered);
+    let keyword_starts = prefilter::start_offsets(&hir, &lowered);
+    let anchored = prefilter::starts_at_keywords(keyword_starts.as_deref());
 
     let info = Arc::new(RuleInfo {
         order: 0,
@@ -363,165 +361,9 @@ fn compile(spec: RuleSpec) -> Result<CompiledRule, DetectError> {
         regex,
         secret_group,
         anchored,
+        keyword_starts,
         max_len,
     })
-}
-
-/// Leading text of a pattern, lowercased: `exact` when the string is everything the
-/// sub-pattern can match, so that what follows may be appended.
-#[derive(Clone)]
-struct Prefix {
-    text: Vec<u8>,
-    exact: bool,
-}
-
-const PREFIX_LIMIT: usize = 64;
-const PREFIX_MAX_LEN: usize = 32;
-
-/// Whether every match of `hir` provably begins with one of `keywords` (lowercase ASCII),
-/// comparing ASCII case-insensitively.
-fn starts_with_keyword(hir: &Hir, keywords: &[Vec<u8>]) -> bool {
-    let Some(prefixes) = prefixes(hir) else {
-        return false;
-    };
-    prefixes
-        .iter()
-        .all(|p| keywords.iter().any(|k| p.text.starts_with(k)))
-}
-
-/// The set of possible lowercased leading strings of `hir`, or `None` when there are too many
-/// to enumerate.
-fn prefixes(hir: &Hir) -> Option<Vec<Prefix>> {
-    match hir.kind() {
-        HirKind::Empty | HirKind::Look(_) => Some(vec![Prefix {
-            text: Vec::new(),
-            exact: true,
-        }]),
-        HirKind::Literal(lit) => Some(vec![Prefix {
-            text: lit.0.to_ascii_lowercase(),
-            exact: true,
-        }]),
-        HirKind::Class(class) => {
-            let chars = class_ascii_lowercase(class)?;
-            Some(
-                chars
-                    .into_iter()
-                    .map(|c| Prefix {
-                        text: vec![c],
-                        exact: true,
-                    })
-                    .collect(),
-            )
-        }
-        HirKind::Capture(cap) => prefixes(&cap.sub),
-        HirKind::Repetition(rep) => {
-            if rep.min == 0 {
-                return Some(vec![Prefix {
-                    text: Vec::new(),
-                    exact: false,
-                }]);
-            }
-            let mut p = prefixes(&rep.sub)?;
-            let once = rep.min == 1 && rep.max == Some(1);
-            for x in &mut p {
-                x.exact &= once;
-            }
-            Some(p)
-        }
-        HirKind::Alternation(subs) => {
-            let mut all = Vec::new();
-            for s in subs {
-                all.extend(prefixes(s)?);
-                if all.len() > PREFIX_LIMIT {
-                    return None;
-                }
-            }
-            Some(all)
-        }
-        HirKind::Concat(subs) => {
-            let mut acc = vec![Prefix {
-                text: Vec::new(),
-                exact: true,
-            }];
-            for s in subs {
-                if acc
-                    .iter()
-                    .all(|p| !p.exact || p.text.len() >= PREFIX_MAX_LEN)
-                {
-                    break;
-                }
-                // An unknown part (a large class): what came before is still a prefix.
-                let Some(next) = prefixes(s) else {
-                    for p in &mut acc {
-                        p.exact = false;
-                    }
-                    break;
-                };
-                let mut grown = Vec::new();
-                for p in &acc {
-                    if !p.exact || p.text.len() >= PREFIX_MAX_LEN {
-                        grown.push(Prefix {
-                            text: p.text.clone(),
-                            exact: false,
-                        });
-                        continue;
-                    }
-                    for n in &next {
-                        let mut text = p.text.clone();
-                        text.extend_from_slice(&n.text);
-                        grown.push(Prefix {
-                            text,
-                            exact: n.exact,
-                        });
-                    }
-                    if grown.len() > PREFIX_LIMIT {
-                        return None;
-                    }
-                }
-                acc = grown;
-            }
-            Some(acc)
-        }
-    }
-}
-
-/// The lowercased ASCII members of a small class (`[Pp]`, `[_-]`); non-ASCII members that
-/// fold to ASCII letters (`ſ`, the Kelvin sign) are ignored. `None` for large classes.
-fn class_ascii_lowercase(class: &Class) -> Option<Vec<u8>> {
-    let mut out: Vec<u8> = Vec::new();
-    let mut push = |c: u32| -> Option<()> {
-        if c < 128 {
-            let b = u8::try_from(c).ok()?.to_ascii_lowercase();
-            if !out.contains(&b) {
-                out.push(b);
-            }
-        }
-        if out.len() > 4 { None } else { Some(()) }
-    };
-    match class {
-        Class::Unicode(u) => {
-            for r in u.ranges() {
-                let (s, e) = (u32::from(r.start()), u32::from(r.end()));
-                if e.saturating_sub(s) > 8 && s < 128 {
-                    return None;
-                }
-                for c in s..=e.min(127) {
-                    push(c)?;
-                }
-            }
-        }
-        Class::Bytes(b) => {
-            for r in b.ranges() {
-                if r.end().saturating_sub(r.start()) > 8 {
-                    return None;
-                }
-                for c in r.start()..=r.end() {
-                    push(u32::from(c))?;
-                }
-            }
-        }
-    }
-    if out.is_empty() { None } else { Some(out) }
 }
 
 #[cfg(test)]
@@ -529,14 +371,9 @@ mod tests {
     use super::*;
 
     fn anchored(pattern: &str, keywords: &[&str]) -> bool {
-        let hir = regex_syntax::ParserBuilder::new()
-            .utf8(false)
-            .unicode(false)
-            .build()
-            .parse(pattern)
-            .unwrap();
+        let hir = prefilter::parse_pattern(pattern).unwrap();
         let kw: Vec<Vec<u8>> = keywords.iter().map(|k| k.as_bytes().to_vec()).collect();
-        starts_with_keyword(&hir, &kw)
+        prefilter::starts_at_keywords(prefilter::start_offsets(&hir, &kw).as_deref())
     }
 
     #[test]
