@@ -576,8 +576,6 @@ impl DataPlane {
             })
             .collect();
         found.extend(basic_tokens.iter().cloned());
-        found.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        found.dedup_by(|a, b| a.as_str() == b.as_str());
 
         // A credential only visible through an encoding we cannot substitute in: refused.
         if hidden
@@ -663,12 +661,13 @@ impl DataPlane {
                 tokens_in(&view, &mut in_body);
             }
             found.extend(in_body.iter().cloned());
-            found.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-            found.dedup_by(|a, b| a.as_str() == b.as_str());
             RequestBody::Buffered(bytes)
         } else {
             RequestBody::Streaming(body)
         };
+        // Each credential is decided once, wherever and however often it appears.
+        found.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        found.dedup_by(|a, b| a.as_str() == b.as_str());
 
         // Decide for each; every one must be the caller's and allowed toward this host.
         let mut swaps: Vec<Swap> = Vec::new();

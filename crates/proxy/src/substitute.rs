@@ -215,13 +215,13 @@ pub(crate) fn substitute_body(body: &[u8], kind: BodyKind, swaps: &[Swap]) -> Op
             BodyKind::Json => {
                 let value = json_string_content(s.value());
                 changed |= replace_in(&mut current, token.as_bytes(), &value);
-                for escaped in [
-                    json_escaped_angles(token),
-                    json_escaped_angles(token)
+                // A token without angle brackets (sqt_…) has no escaped form.
+                let lower = json_escaped_angles(token);
+                if lower != token {
+                    let upper = lower
                         .replace("\\u003c", "\\u003C")
-                        .replace("\\u003e", "\\u003E"),
-                ] {
-                    if escaped != token {
+                        .replace("\\u003e", "\\u003E");
+                    for escaped in [lower, upper] {
                         changed |= replace_in(&mut current, escaped.as_bytes(), &value);
                     }
                 }
