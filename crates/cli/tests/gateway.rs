@@ -447,14 +447,7 @@ fn every_denial_has_its_code_and_the_upstream_receives_nothing() {
         "the upstream was contacted: {:?}",
         env.upstream.requests()
     );
-    let denied = cli.json(&["receipts", "--denied"], None);
-    let codes: Vec<&str> = denied
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r["code"].as_str())
-        .collect();
-    for code in [
+    let want = [
         "token_revoked",
         "token_expired",
         "agent_disabled",
@@ -462,9 +455,11 @@ fn every_denial_has_its_code_and_the_upstream_receives_nothing() {
         "secret_expired",
         "host_not_allowed",
         "unknown_service",
-    ] {
-        assert!(codes.contains(&code), "no {code} receipt in {codes:?}");
-    }
+    ];
+    cli.receipts_when(&["--denied"], "a receipt of every denial", |rows| {
+        want.iter()
+            .all(|code| rows.iter().any(|r| r["code"].as_str() == Some(code)))
+    });
 }
 
 #[test]
@@ -641,18 +636,13 @@ fn receipts_are_complete_chained_and_free_of_values() {
         assert_eq!(status, 200);
     }
     env.curl(&["-H", "Authorization: Bearer sqt_nope"], "/up/echo");
-    let receipts = wait_for(Duration::from_secs(5), "completions", || {
-        let r = env.cli.json(&["receipts"], None);
-        (r.as_array()
-            .unwrap()
-            .iter()
-            .filter(|x| x["kind"] == "completion")
-            .count()
-            == 3)
-            .then_some(r)
-    });
-    let list = receipts.as_array().unwrap();
-    assert_eq!(list.len(), 4, "one line per request: {receipts}");
+    let list = env
+        .cli
+        .receipts_when(&[], "three completions and a denial", |rows| {
+            rows.iter().filter(|x| x["kind"] == "completion").count() == 3
+                && rows.iter().any(|x| x["decision"] == "deny")
+        });
+    assert_eq!(list.len(), 4, "one line per request: {list:?}");
     for r in list.iter().filter(|r| r["kind"] == "completion") {
         assert_eq!(r["agent"], "bot");
         assert_eq!(r["secret"], "S");
@@ -1011,17 +1001,12 @@ fn upstream_timeouts_and_failures_have_codes() {
         let (status, text) = env.curl(&["-H", &env.bearer()], "/dead/x");
         (status == 502).then_some(text)
     });
-    let receipts = env.cli.json(&["receipts"], None);
-    let codes: Vec<&str> = receipts
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r["code"].as_str())
-        .collect();
-    assert!(
-        codes.contains(&"upstream_timeout") && codes.contains(&"upstream_unavailable"),
-        "{codes:?}"
-    );
+    env.cli
+        .receipts_when(&[], "upstream failure receipts", |rows| {
+            ["upstream_timeout", "upstream_unavailable"]
+                .iter()
+                .all(|code| rows.iter().any(|r| r["code"].as_str() == Some(code)))
+        });
 }
 
 #[test]

@@ -130,6 +130,24 @@ impl Cli {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
     }
 
+    /// The receipts listed by `receipts ARGS --json`, polled until `ready` accepts them.
+    /// Denial receipts are queued rather than committed before the answer, so a test that reads
+    /// them right after its requests must wait for the writer's next batch.
+    pub fn receipts_when(
+        &self,
+        args: &[&str],
+        what: &str,
+        mut ready: impl FnMut(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let mut all = vec!["receipts"];
+        all.extend_from_slice(args);
+        wait_for(Duration::from_secs(10), what, || {
+            let rows = self.json(&all, None);
+            let rows = rows.as_array().cloned().unwrap_or_default();
+            ready(&rows).then_some(rows)
+        })
+    }
+
     /// Runs a `--json` command that must fail with `code` and exit status `status`.
     pub fn fails(&self, args: &[&str], stdin: Option<&[u8]>, code: &str, status: i32) -> Run {
         let mut all = vec!["--json"];
