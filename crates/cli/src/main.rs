@@ -16,6 +16,11 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// mimalloc instead of the system allocator: the data plane allocates and frees small buffers
+/// on every request from two threads, where glibc's malloc took about a tenth of the CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Log lines go to standard error through the redactor: detected secrets and every active
 /// secret value (in its encoded forms too) are replaced before a line is written.
 struct RedactedStderr(Arc<LogRedactor>);
