@@ -140,7 +140,7 @@ where
                     match frame.into_data() {
                         Ok(data) => {
                             let out = match &mut this.scrubber {
-                                Some(s) => s.push(&data),
+                                Some(s) => s.push(data),
                                 None => data,
                             };
                             if out.is_empty() {

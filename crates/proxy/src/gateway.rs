@@ -44,9 +44,25 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// A request id, unique within the process and not revealing how many requests came before:
+/// a counter from a random start, mixed by a bijective 64-bit finalizer (splitmix64) and a
+/// random key. No system call per request.
 pub(crate) fn request_id() -> String {
+    use std::sync::OnceLock;
+    static KEYS: OnceLock<(u64, u64)> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes: [u8; 8] = sequester_crypto::random_bytes();
+    let (offset, key) = *KEYS.get_or_init(|| {
+        let r: [u8; 16] = sequester_crypto::random_bytes();
+        let (a, b) = r.split_at(8);
+        let word = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]));
+        (word(a), word(b))
+    });
+    let mut z = COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_add(offset);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let bytes = (z ^ key).to_be_bytes();
     let mut id = String::with_capacity(20);
     id.push_str("req_");
     for b in bytes {
@@ -537,5 +553,25 @@ impl DataPlane {
         });
         let body = ScrubBody::new(body, scrubber, self.config.timeouts.idle(), on_end);
         Response::from_parts(parts, body.boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_id;
+
+    #[test]
+    fn request_ids_are_distinct_and_not_sequential_looking() {
+        let ids: Vec<String> = (0..10_000).map(|_| request_id()).collect();
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        for id in &ids {
+            assert_eq!(id.len(), 20, "{id}");
+            assert!(id.starts_with("req_"), "{id}");
+            assert!(id[4..].bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        }
+        // Consecutive ids share no long common prefix, as counters would.
+        let shared = ids.windows(2).filter(|w| w[0][..12] == w[1][..12]).count();
+        assert!(shared < 5, "{shared} consecutive pairs look sequential");
     }
 }

@@ -132,6 +132,8 @@ pub struct ScrubPatterns {
     needles: Vec<Zeroizing<Vec<u8>>>,
     forms: Vec<Form>,
     longest: usize,
+    /// Bytes some needle begins with: a held-back tail must start with one of them.
+    starts: [bool; 256],
 }
 
 impl ScrubPatterns {
@@ -160,11 +162,18 @@ impl ScrubPatterns {
             .build(needles.iter().map(|n| n.as_slice()))
             .ok()?;
         let longest = needles.iter().map(|n| n.len()).max().unwrap_or(0);
+        let mut starts = [false; 256];
+        for n in &needles {
+            if let Some(&b) = n.first() {
+                starts[usize::from(b)] = true;
+            }
+        }
         Some(Arc::new(Self {
             matcher,
             needles,
             forms,
             longest,
+            starts,
         }))
     }
 }
@@ -223,15 +232,25 @@ impl Scrubber {
             .rev()
             .find(|&k| {
                 let suffix = &tail[tail.len() - k..];
-                self.patterns.needles.iter().any(|n| n.starts_with(suffix))
+                self.patterns.starts[usize::from(suffix[0])]
+                    && self.patterns.needles.iter().any(|n| n.starts_with(suffix))
             })
             .unwrap_or(0)
     }
 
-    /// Feeds one chunk; returns what can be sent now.
-    pub fn push(&mut self, chunk: &[u8]) -> Bytes {
+    /// Feeds one chunk; returns what can be sent now. A chunk with no match and nothing to
+    /// hold back (the common case) is passed on without a copy.
+    pub fn push(&mut self, chunk: Bytes) -> Bytes {
+        if self.carry.is_empty() && self.patterns.matcher.find(chunk.as_ref()).is_none() {
+            let hold = self.partial(&chunk);
+            if hold == 0 {
+                return chunk;
+            }
+            self.carry.extend_from_slice(&chunk[chunk.len() - hold..]);
+            return chunk.slice(..chunk.len() - hold);
+        }
         let mut buf = Zeroizing::new(std::mem::take(&mut *self.carry));
-        buf.extend_from_slice(chunk);
+        buf.extend_from_slice(&chunk);
         let mut out = Vec::with_capacity(buf.len());
         let tail_start = self.replace(&buf, &mut out);
         let tail = &buf[tail_start..];
@@ -311,7 +330,7 @@ mod tests {
         let mut s = Scrubber::new(&[VALUE], TOKEN).unwrap();
         let mut out = Vec::new();
         for c in chunks {
-            out.extend_from_slice(&s.push(c));
+            out.extend_from_slice(&s.push(Bytes::copy_from_slice(c)));
         }
         out.extend_from_slice(&s.finish());
         out
@@ -365,12 +384,12 @@ mod tests {
     #[test]
     fn does_not_hold_back_sse_event_ends() {
         let mut s = Scrubber::new(&[VALUE], TOKEN).unwrap();
-        let out = s.push(b"data: hello\n\n");
+        let out = s.push(Bytes::from_static(b"data: hello\n\n"));
         assert_eq!(&out[..], b"data: hello\n\n");
         // A tail that could start the value is held until the next chunk decides.
-        let out = s.push(b"data: sk-li");
+        let out = s.push(Bytes::from_static(b"data: sk-li"));
         assert_eq!(&out[..], b"data: ");
-        let out = s.push(b"ght\n\n");
+        let out = s.push(Bytes::from_static(b"ght\n\n"));
         assert_eq!(&out[..], b"sk-light\n\n");
     }
 
