@@ -112,11 +112,16 @@ static PLACEHOLDER_SEARCH: LazyLock<Option<Regex>> = LazyLock::new(|| {
 
 /// Whether `value` is an obvious example, template or word rather than a credential.
 pub fn is_placeholder(value: &[u8]) -> bool {
+    placeholder_reason(value).is_some()
+}
+
+/// Which placeholder check `value` fails, if any: the reason [`is_placeholder`] gives.
+fn placeholder_reason(value: &[u8]) -> Option<&'static str> {
     if value.is_empty() {
-        return true;
+        return Some("empty");
     }
     if STOP_WORDS.iter().any(|w| value.eq_ignore_ascii_case(w)) {
-        return true;
+        return Some("stop word");
     }
     let has_part = match &*PLACEHOLDER_SEARCH {
         Some(re) => re.is_match(value),
@@ -125,7 +130,7 @@ pub fn is_placeholder(value: &[u8]) -> bool {
             .any(|p| contains_ignore_case(value, p)),
     };
     if has_part {
-        return true;
+        return Some("template part");
     }
     // A template variable: `$NAME`, `%NAME%`, `@NAME@`.
     let ident =
@@ -136,18 +141,18 @@ pub fn is_placeholder(value: &[u8]) -> bool {
                 .first()
                 .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_'))
     {
-        return true;
+        return Some("template variable");
     }
     // Long values made of words (`YOUR_VERY_LONG_CLIENT_SECRET`, `SlackAppTokenHere`).
     if value.len() >= 20 && wordy_share(value) >= 0.8 && wordy_letter_pieces(value) >= 3 {
-        return true;
+        return Some("words");
     }
     // Template brackets: `<password>`, `[PASSWORD]`, `<user:password>`.
     if value.starts_with(b"<")
         || value.ends_with(b">")
         || (value.starts_with(b"[") && value.ends_with(b"]"))
     {
-        return true;
+        return Some("template brackets");
     }
     // A stop word with a number or symbol tacked on (`test123`, `Password1!`, `admin2024`).
     let stem_len = value
@@ -161,14 +166,23 @@ pub fn is_placeholder(value: &[u8]) -> bool {
             .iter()
             .any(|w| value[..stem_len].eq_ignore_ascii_case(w))
     {
-        return true;
+        return Some("stop word with affix");
     }
     for delim in [b'%', b'@'] {
         if value.len() > 2 && value[0] == delim && value[value.len() - 1] == delim {
-            return true;
+            return Some("template delimiters");
         }
     }
-    names_a_credential(value) || has_runs(value) || is_periodic(value)
+    if names_a_credential(value) {
+        return Some("names a credential");
+    }
+    if has_runs(value) {
+        return Some("runs");
+    }
+    if is_periodic(value) {
+        return Some("periodic");
+    }
+    None
 }
 
 /// Words that end a value which only names what it stands for.
@@ -600,6 +614,14 @@ const NON_CREDENTIAL_MODIFIERS: &[&str] = &[
     "dummy",
     "mock",
     "fake",
+    // Negations: a value the code itself says is not a working credential
+    // (`nonMatchingToken`, `invalid_api_key`, `wrongPassword`).
+    "non",
+    "not",
+    "invalid",
+    "wrong",
+    "incorrect",
+    "bogus",
     "hotkey",
     "shortcut",
     "monkey",
@@ -776,6 +798,7 @@ pub fn identifier_names_secret(ident: &[u8]) -> bool {
         "passwd",
         "pwd",
         "auth",
+        "authorization",
         "credential",
         "credentials",
         "pat",
@@ -790,7 +813,14 @@ pub fn identifier_names_secret(ident: &[u8]) -> bool {
 
 /// Whether the identifier around a keyword names something that is not a credential.
 pub fn identifier_names_non_credential(ident: &[u8]) -> bool {
-    let words = identifier_words(ident);
+    let mut words = identifier_words(ident);
+    // "Do not commit" marks a value as a secret; its words are not modifiers.
+    if let Some(i) = words
+        .windows(3)
+        .position(|w| w[0] == "do" && w[1] == "not" && w[2] == "commit")
+    {
+        words.drain(i..i + 3);
+    }
     if words
         .iter()
         .any(|w| NON_CREDENTIAL_MODIFIERS.contains(&w.as_str()))
@@ -916,6 +946,12 @@ mod tests {
         ] {
             assert!(!is_placeholder(v.as_bytes()), "{v} is not a placeholder");
         }
+        assert_eq!(
+            placeholder_reason(b"abcdef1234567890abcdef1234567890"),
+            Some("runs")
+        );
+        assert_eq!(placeholder_reason(b"${API_TOKEN}"), Some("template part"));
+        assert_eq!(placeholder_reason(b"q8Fz2LwX0pVn7RkYt3Hs"), None);
     }
 
     #[test]
@@ -972,6 +1008,9 @@ mod tests {
             "commit_sha_key",
             "secret_name",
             "keyboard_layout",
+            "nonMatchingToken",
+            "invalid_api_key",
+            "wrongPassword",
         ] {
             assert!(identifier_names_non_credential(v.as_bytes()), "{v}");
         }
@@ -983,6 +1022,8 @@ mod tests {
             "DB_PASSWORD",
             "message-birdToken",
             "keystore_password",
+            "NOTION_API_KEY",
+            "secret_do_not_commit",
         ] {
             assert!(!identifier_names_non_credential(v.as_bytes()), "{v}");
         }

@@ -23,7 +23,8 @@ pub enum Validator {
     /// Sequester `sqt_` tokens: 32 base62 characters, then 6 base62 digits of their CRC32.
     SequesterChecksum,
     /// A JWT whose header decodes to a JSON object with an `alg` member, or with another
-    /// registered JOSE header parameter over a JSON payload.
+    /// registered JOSE header parameter over a JSON payload, or any JSON header over a claims
+    /// set with a registered claim (`iss`, `sub`, `exp`, …) and a signature.
     Jwt,
     /// A PEM or OpenSSH private key whose body decodes from base64.
     Pem,
@@ -179,20 +180,39 @@ fn jwt(secret: &[u8]) -> bool {
     };
     // A signature, when present, is base64url, and no base64 text has a length of 4n + 1: a
     // word such as `signature` stands in for one in templates.
-    if parts
-        .next()
-        .is_some_and(|sig| sig.iter().filter(|b| **b != b'=').count() % 4 == 1)
-    {
+    let signature = parts.next();
+    if signature.is_some_and(|sig| sig.iter().filter(|b| **b != b'=').count() % 4 == 1) {
         return false;
     }
     if header.get("alg").is_some_and(serde_json::Value::is_string) {
         return decode_any_base64(payload).is_some();
     }
-    header
+    if header
         .keys()
         .any(|k| JOSE_HEADER_PARAMS.contains(&k.as_str()))
-        && json_object(payload).is_some()
+    {
+        return json_object(payload).is_some();
+    }
+    // A header without any registered parameter (some issuers put key metadata such as `kty`
+    // or `ver` there) still makes a signed JWT when the payload is a claims set: a JSON object
+    // with a registered claim, followed by a signature of a plausible length.
+    let signed = signature.is_some_and(|sig| {
+        sig.len() >= MIN_JWT_SIGNATURE_LEN
+            && sig
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'=' | b'+' | b'/'))
+    });
+    signed
+        && json_object(payload)
+            .is_some_and(|claims| claims.keys().any(|k| JWT_CLAIMS.contains(&k.as_str())))
 }
+
+/// The claims RFC 7519 registers (section 4.1).
+const JWT_CLAIMS: &[&str] = &["iss", "sub", "aud", "exp", "nbf", "iat", "jti"];
+
+/// The shortest signature a header without registered parameters may carry: 16 bytes of MAC
+/// or more (an HS256 signature is 43 base64url characters).
+const MIN_JWT_SIGNATURE_LEN: usize = 22;
 
 fn pem(secret: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(secret) else {
@@ -360,6 +380,16 @@ mod tests {
         let no_alg = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT"}"#);
         assert!(!Validator::Jwt.check(format!("{no_alg}.{payload}.x").as_bytes()));
         assert!(!Validator::Jwt.check(b"eyJhbGciOi.eyJzdWIi.x"));
+        // A header of key metadata over registered claims, signed: a JWT.
+        let kty = URL_SAFE_NO_PAD.encode(br#"{"kty":"EC"}"#);
+        let claims = URL_SAFE_NO_PAD.encode(br#"{"iss":"ci","exp":1300819380}"#);
+        let sig = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        assert!(Validator::Jwt.check(format!("{kty}.{claims}.{sig}").as_bytes()));
+        // ... but not unsigned, nor over a payload without registered claims.
+        assert!(!Validator::Jwt.check(format!("{kty}.{claims}").as_bytes()));
+        assert!(!Validator::Jwt.check(format!("{kty}.{claims}.c2ln").as_bytes()));
+        let other = URL_SAFE_NO_PAD.encode(br#"{"name":"x"}"#);
+        assert!(!Validator::Jwt.check(format!("{kty}.{other}.{sig}").as_bytes()));
     }
 
     #[test]

@@ -204,17 +204,17 @@ fn peer_corpus_accuracy() {
     }
     println!("(* = require_valid_checksums: checksummed formats must verify)");
 
-    // Floors: what the builtin rules reach (2026-11-25), rounded down a little; ceilings on
+    // Floors: what the builtin rules reach (2026-12-06), rounded down a little; ceilings on
     // flagged negatives rounded up a little. Raise them when rules improve; never lower them to
     // hide a regression, and never special-case a sample to pass them.
     // (file, min recall, max share of negatives flagged, min recall with valid checksums only)
     let floors: &[(&str, f64, f64, f64)] = &[
-        ("ALL", 0.82, 0.13, 0.82),
-        ("gitleaks", 0.79, 0.115, 0.79),
-        ("gitleaks_generated", 0.99, 0.27, 0.99),
-        ("kingfisher", 0.38, 0.05, 0.38),
-        ("noseyparker", 0.71, 0.20, 0.71),
-        ("titus", 0.62, 0.105, 0.62),
+        ("ALL", 0.825, 0.12, 0.82),
+        ("gitleaks", 0.81, 0.11, 0.81),
+        ("gitleaks_generated", 0.99, 0.06, 0.99),
+        ("kingfisher", 0.385, 0.05, 0.38),
+        ("noseyparker", 0.72, 0.20, 0.72),
+        ("titus", 0.63, 0.105, 0.63),
     ];
     for (name, min_recall, max_flagged, min_strict) in floors {
         let Some([a, b]) = (if *name == "ALL" {
