@@ -49,6 +49,16 @@ fn init_logging(serving: bool, redactor: Arc<LogRedactor>) {
         .init();
 }
 
+/// Async worker threads: `SEQUESTER_WORKER_THREADS` if set to a positive number, else one per
+/// available core.
+fn worker_threads() -> usize {
+    std::env::var("SEQUESTER_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
+}
+
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
     // Confine-and-exec runs before any thread exists: Landlock applies to the calling thread.
@@ -62,7 +72,7 @@ fn main() -> ExitCode {
     );
     let json = cli.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(worker_threads())
         .enable_all()
         .build()
     {
