@@ -48,15 +48,10 @@ ROOT=$(cd "$HERE/../.." && pwd)
 LUA="$HERE/report.lua"
 BIN=${SEQUESTER_BIN:-"$ROOT/target/release/sequester"}
 [[ -z ${SEQUESTER_BIN:-} ]] || SKIP_BUILD=1
+# shellcheck source=../lib.sh
+source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- tools
-missing=0
-need() {
-  if ! command -v "$1" >/dev/null 2>&1; then
-    echo "run.sh: required tool '$1' is missing: $2" >&2
-    missing=1
-  fi
-}
 need nginx "install it with: apt-get install -y nginx-light"
 need wrk "install it with: apt-get install -y wrk"
 need curl "install it with: apt-get install -y curl"
@@ -69,94 +64,14 @@ if [[ -n $PERF_OUT ]]; then need perf "install it with: apt-get install -y linux
 [[ -f $LUA ]] || { echo "run.sh: $LUA is missing" >&2; missing=1; }
 ((missing == 0)) || exit 1
 
-if [[ -z ${SKIP_BUILD:-} ]]; then
-  echo "building: cargo build --release -p sequester"
-  (cd "$ROOT" && cargo build --release -q -p sequester)
-fi
-[[ -x $BIN ]] || { echo "run.sh: $BIN not found; run cargo build --release -p sequester" >&2; exit 1; }
+build_sequester
 
-# ---------------------------------------------------------------- processes and cleanup
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/sequester-gw-bench.XXXXXX")
-chmod 755 "$WORK" # nginx workers run as another user when nginx is started by root
-PIDS=()
-cleanup() {
-  local pid i
-  trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [[ -n ${KEEP_TMP:-} ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() {
-  local p i
-  for ((i = 0; i < 100; i++)); do
-    p=$((20000 + RANDOM % 40000))
-    if port_free "$p"; then echo "$p"; return; fi
-  done
-  echo "run.sh: no free port found" >&2
-  exit 1
-}
-wait_http() { # URL [curl args…]: until it answers, at most 10 s
-  local url=$1 i
-  shift
-  for ((i = 0; i < 100; i++)); do
-    curl -fsS -o /dev/null "$@" "$url" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "run.sh: $url did not come up" >&2
-  exit 1
-}
-CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { # PID…: user+system clock ticks of these processes (all their threads)
-  local pid sum=0 stat rest
-  for pid in "$@"; do
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-    rest=${stat##*) } # fields after "(comm) ": state is field 3, utime 14, stime 15
-    read -r -a f <<<"$rest"
-    sum=$((sum + f[11] + f[12]))
-  done
-  echo "$sum"
-}
-children_ticks() { # CPU ticks of this shell's finished children (wrk and its helpers)
-  local stat rest
-  stat=$(cat /proc/$$/stat)
-  rest=${stat##*) }
-  read -r -a f <<<"$rest"
-  echo $((f[13] + f[14]))
-}
-machine_ticks() { awk '/^cpu / {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat; }
-busy_percent() { # seconds: share of all CPUs busy over that interval
-  local b0 t0 b1 t1
-  read -r b0 t0 < <(machine_ticks)
-  sleep "$1"
-  read -r b1 t1 < <(machine_ticks)
-  awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) 'BEGIN {printf "%.0f", (t > 0 ? 100 * b / t : 0)}'
-}
+bench_workdir gateway
 
 # ---------------------------------------------------------------- machine
-echo "== machine"
-echo "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "cores:   $(nproc) (nproc); kernel $(uname -r)"
-echo "cpu:     $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
-echo "tools:   $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}')"
-echo "build:   $BIN (commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
-echo "load:    wrk -t$THREADS -c$CONNS -d${DURATION}s after ${WARMUP}s warm-up, keep-alive, loopback, $ROUNDS round(s)"
-idle_busy=$(busy_percent 2)
-waited=0
-while ((idle_busy > 15 && waited < WAIT_QUIET)); do
-  sleep 3
-  waited=$((waited + 5))
-  idle_busy=$(busy_percent 2)
-done
-echo "before:  CPUs ${idle_busy}% busy with nothing of ours running"
-((idle_busy <= 15)) || echo "WARNING: other processes are using the CPUs; the figures will be noisy (WAIT_QUIET=300 waits for quiet)"
+print_machine "$(nginx -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}')" \
+  "wrk -t$THREADS -c$CONNS -d${DURATION}s after ${WARMUP}s warm-up, keep-alive, loopback, $ROUNDS round(s)"
+wait_quiet
 
 # ---------------------------------------------------------------- upstream content and nginx
 REAL="sk-bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" # the "real" secret value
@@ -172,20 +87,6 @@ UP_PORT=$(pick_port)
 NG_PORT=$(pick_port)
 while [[ $NG_PORT == "$UP_PORT" ]]; do NG_PORT=$(pick_port); done
 
-common_http() { # prefix dir
-  cat <<EOF
-    access_log off;
-    client_body_temp_path $1/client_body;
-    proxy_temp_path $1/proxy;
-    fastcgi_temp_path $1/fastcgi;
-    uwsgi_temp_path $1/uwsgi;
-    scgi_temp_path $1/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 75s;
-    tcp_nodelay on;
-EOF
-}
-
 cat >"$WORK/up/nginx.conf" <<EOF
 worker_processes $UPSTREAM_WORKERS;
 daemon off;
@@ -193,7 +94,7 @@ pid $WORK/up/nginx.pid;
 error_log $WORK/up/error.log warn;
 events { worker_connections 4096; }
 http {
-$(common_http "$WORK/up")
+$(nginx_common_http "$WORK/up")
     sendfile on;
     etag off;
     server {
@@ -214,7 +115,7 @@ pid $WORK/px/nginx.pid;
 error_log $WORK/px/error.log warn;
 events { worker_connections 4096; }
 http {
-$(common_http "$WORK/px")
+$(nginx_common_http "$WORK/px")
     upstream backend {
         server 127.0.0.1:$UP_PORT;
         keepalive 64;

@@ -52,15 +52,10 @@ ADDON="$HERE/swap_addon.py"
 MITM_VENV=${MITM_VENV:-"$HERE/.venv"}
 BIN=${SEQUESTER_BIN:-"$ROOT/target/release/sequester"}
 [[ -z ${SEQUESTER_BIN:-} ]] || SKIP_BUILD=1
+# shellcheck source=../lib.sh
+source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- tools
-missing=0
-need() {
-  if ! command -v "$1" >/dev/null 2>&1; then
-    echo "run.sh: required tool '$1' is missing: $2" >&2
-    missing=1
-  fi
-}
 need nginx "install it with: apt-get install -y nginx-light"
 need oha "install it with: cargo install oha --locked"
 need openssl "install it with: apt-get install -y openssl"
@@ -87,95 +82,14 @@ if [[ ! -x $MITM_VENV/bin/mitmdump ]]; then
 fi
 MITMDUMP="$MITM_VENV/bin/mitmdump"
 
-if [[ -z ${SKIP_BUILD:-} ]]; then
-  echo "building: cargo build --release -p sequester"
-  (cd "$ROOT" && cargo build --release -q -p sequester)
-fi
-[[ -x $BIN ]] || { echo "run.sh: $BIN not found; run cargo build --release -p sequester" >&2; exit 1; }
+build_sequester
 
-# ---------------------------------------------------------------- processes and cleanup
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/sequester-proxy-bench.XXXXXX")
-chmod 755 "$WORK" # nginx workers run as another user when nginx is started by root
-PIDS=()
-cleanup() {
-  local pid i
-  trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [[ -n ${KEEP_TMP:-} ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() { # below the usual ephemeral range (32768-60999), where outgoing connections bind
-  local p i
-  for ((i = 0; i < 100; i++)); do
-    p=$((20000 + RANDOM % 12000))
-    if port_free "$p"; then echo "$p"; return; fi
-  done
-  echo "run.sh: no free port found" >&2
-  exit 1
-}
-wait_http() { # URL [curl args…]: until it answers, at most 10 s
-  local url=$1 i
-  shift
-  for ((i = 0; i < 100; i++)); do
-    curl -fsS -o /dev/null "$@" "$url" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "run.sh: $url did not come up" >&2
-  curl -sS -o /dev/null "$@" "$url" >&2 || true
-  exit 1
-}
-CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { # PID…: user+system clock ticks of these processes (all their threads)
-  local pid sum=0 stat rest
-  for pid in "$@"; do
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-    rest=${stat##*) } # fields after "(comm) ": state is field 3, utime 14, stime 15
-    read -r -a f <<<"$rest"
-    sum=$((sum + f[11] + f[12]))
-  done
-  echo "$sum"
-}
-children_ticks() { # CPU ticks of this shell's finished children (oha and its helpers)
-  local stat rest
-  stat=$(cat /proc/$$/stat)
-  rest=${stat##*) }
-  read -r -a f <<<"$rest"
-  echo $((f[13] + f[14]))
-}
-machine_ticks() { awk '/^cpu / {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat; }
-busy_percent() { # seconds: share of all CPUs busy over that interval
-  local b0 t0 b1 t1
-  read -r b0 t0 < <(machine_ticks)
-  sleep "$1"
-  read -r b1 t1 < <(machine_ticks)
-  awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) 'BEGIN {printf "%.0f", (t > 0 ? 100 * b / t : 0)}'
-}
+bench_workdir proxy
 
 # ---------------------------------------------------------------- machine
-echo "== machine"
-echo "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "cores:   $(nproc) (nproc); kernel $(uname -r)"
-echo "cpu:     $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
-echo "tools:   $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(oha --version 2>&1 | head -1), mitmproxy $("$MITMDUMP" --version 2>/dev/null | awk '/^Mitmproxy:/ {print $2}'), $(openssl version | awk '{print $1, $2}')"
-echo "build:   $BIN (commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
-echo "load:    oha -c$CONNS -z${DURATION}s after ${WARMUP}s warm-up, HTTP/1.1, loopback, $ROUNDS round(s)"
-idle_busy=$(busy_percent 2)
-waited=0
-while ((idle_busy > 15 && waited < WAIT_QUIET)); do
-  sleep 3
-  waited=$((waited + 5))
-  idle_busy=$(busy_percent 2)
-done
-echo "before:  CPUs ${idle_busy}% busy with nothing of ours running"
-((idle_busy <= 15)) || echo "WARNING: other processes are using the CPUs; the figures will be noisy (WAIT_QUIET=300 waits for quiet)"
+print_machine "$(nginx -v 2>&1 | sed 's/^nginx version: //'), $(oha --version 2>&1 | head -1), mitmproxy $("$MITMDUMP" --version 2>/dev/null | awk '/^Mitmproxy:/ {print $2}'), $(openssl version | awk '{print $1, $2}')" \
+  "oha -c$CONNS -z${DURATION}s after ${WARMUP}s warm-up, HTTP/1.1, loopback, $ROUNDS round(s)"
+wait_quiet
 
 # ---------------------------------------------------------------- certificates, content, upstream
 REAL="sk-bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" # the "real" secret value
@@ -206,15 +120,7 @@ pid $WORK/up/nginx.pid;
 error_log $WORK/up/error.log warn;
 events { worker_connections 4096; }
 http {
-    access_log off;
-    client_body_temp_path $WORK/up/client_body;
-    proxy_temp_path $WORK/up/proxy;
-    fastcgi_temp_path $WORK/up/fastcgi;
-    uwsgi_temp_path $WORK/up/uwsgi;
-    scgi_temp_path $WORK/up/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 75s;
-    tcp_nodelay on;
+$(nginx_common_http "$WORK/up")
     sendfile on;
     etag off;
     ssl_protocols TLSv1.2 TLSv1.3;

@@ -1,5 +1,5 @@
 use crate::Receipt;
-use sequester_store::{NewReceipt, Store};
+use sequester_store::{NewReceipt, ReceiptAppender, Store};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,9 +32,20 @@ pub struct AuditWriter {
 impl AuditWriter {
     /// Starts the writer task on the current runtime. It ends when every clone is dropped,
     /// after committing what is queued; await the handle to flush on shutdown.
+    ///
+    /// When the store offers a synchronous appender the writer runs on a blocking thread of its
+    /// own, so a commit costs no async hand-offs; if opening the appender fails, it falls back
+    /// to the store's async append.
     pub fn start(store: Arc<dyn Store>) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let handle = tokio::spawn(run(store, rx));
+        let handle = match store.receipt_appender() {
+            Ok(Some(appender)) => tokio::task::spawn_blocking(move || run_blocking(appender, rx)),
+            Ok(None) => tokio::spawn(run(store, rx)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the receipt appender; receipts go through the async store");
+                tokio::spawn(run(store, rx))
+            }
+        };
         (Self { tx }, handle)
     }
 
@@ -85,27 +96,50 @@ impl AuditWriter {
     }
 }
 
+/// Moves everything queued behind `first` (up to [`MAX_BATCH`]) into `batch`.
+fn drain(first: Job, rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    batch.push(first);
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Tells every waiter of a committed (or failed) batch its outcome.
+fn settle(
+    result: Result<(), sequester_store::StoreError>,
+    count: usize,
+    waiters: Vec<Option<oneshot::Sender<Result<(), AuditError>>>>,
+) {
+    let result = result.map_err(|e| AuditError::Unavailable(e.to_string()));
+    if let Err(e) = &result {
+        tracing::error!(error = %e, receipts = count, "receipts not written; requests waiting on them are denied");
+    }
+    for done in waiters.into_iter().flatten() {
+        let _ = done.send(result.clone());
+    }
+}
+
 async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        drain(first, &mut rx, &mut batch);
         let (rows, waiters): (Vec<NewReceipt>, Vec<_>) =
             batch.drain(..).map(|j| (j.row, j.done)).unzip();
-        let result = store
-            .append_receipts(&rows)
-            .await
-            .map_err(|e| AuditError::Unavailable(e.to_string()));
-        if let Err(e) = &result {
-            tracing::error!(error = %e, receipts = rows.len(), "receipts not written; requests waiting on them are denied");
-        }
-        for done in waiters.into_iter().flatten() {
-            let _ = done.send(result.clone());
-        }
+        let result = store.append_receipts(&rows).await;
+        settle(result, rows.len(), waiters);
+    }
+}
+
+fn run_blocking(mut appender: Box<dyn ReceiptAppender>, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        drain(first, &mut rx, &mut batch);
+        let (rows, waiters): (Vec<NewReceipt>, Vec<_>) =
+            batch.drain(..).map(|j| (j.row, j.done)).unzip();
+        let result = appender.append(&rows);
+        settle(result, rows.len(), waiters);
     }
 }

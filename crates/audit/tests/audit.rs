@@ -157,18 +157,72 @@ async fn verify_catches_edits_removals_and_reordering() {
 #[tokio::test]
 async fn an_unwritable_store_fails_durable_receipts() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_data, store, tenant) = store(tmp.path()).await;
+    let (data, store, tenant) = store(tmp.path()).await;
     let (writer, handle) = AuditWriter::start(store.clone());
     writer
         .record_durable(&receipt(&tenant, 1, Kind::Intent))
         .await
         .unwrap();
-    store.close().await;
+    // Every insert into the receipts table now fails, as on a full or failing disk.
+    tamper(
+        &data,
+        "CREATE TRIGGER refuse BEFORE INSERT ON receipts BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END",
+    )
+    .await;
     let err = writer
         .record_durable(&receipt(&tenant, 2, Kind::Intent))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("cannot be written"), "{err}");
+    // Nothing of the failed batch was written: the chain still ends at the first receipt.
+    tamper(&data, "DROP TRIGGER refuse").await;
+    writer
+        .record_durable(&receipt(&tenant, 3, Kind::Intent))
+        .await
+        .unwrap();
     drop(writer);
     handle.await.unwrap();
+    let chain = store.receipt_chain(0, 10).await.unwrap();
+    let ids: Vec<&str> = chain
+        .iter()
+        .map(|r| r.receipt.request_id.as_str())
+        .collect();
+    assert_eq!(ids, ["req-1", "req-3"]);
+    assert_eq!(verify(store.as_ref()).await.unwrap().records, 2);
+}
+
+#[tokio::test]
+async fn the_thread_appender_and_the_async_append_share_one_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_data, store, tenant) = store(tmp.path()).await;
+    let mut appender = store
+        .receipt_appender()
+        .unwrap()
+        .expect("SQLite has a thread appender");
+    for i in 0..12u64 {
+        let rows = [
+            receipt(&tenant, 2 * i, Kind::Intent).to_row().unwrap(),
+            receipt(&tenant, 2 * i + 1, Kind::Completion)
+                .to_row()
+                .unwrap(),
+        ];
+        if i % 3 == 0 {
+            store.append_receipts(&rows).await.unwrap();
+        } else {
+            appender.append(&rows).unwrap();
+        }
+    }
+    appender.append(&[]).unwrap();
+    let report = verify(store.as_ref()).await.unwrap();
+    assert_eq!(report.records, 24);
+    let chain = store.receipt_chain(0, 100).await.unwrap();
+    assert!(
+        chain
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.receipt.request_id == format!("req-{i}")),
+        "receipts out of order"
+    );
+    let head = store.receipt_head().await.unwrap().unwrap();
+    assert_eq!(head.0, 24);
 }

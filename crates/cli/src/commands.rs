@@ -233,12 +233,12 @@ impl RunningBroker {
 }
 
 /// How often the broker checkpoints the database's write-ahead log (passively: receipt
-/// commits never wait for it), and past what size it truncates the log. A passive checkpoint
-/// cannot restart a log that is written without a pause, so only under sustained saturation
-/// does the log reach the limit; the truncation then holds receipt commits for one
-/// checkpoint's remainder (tens of milliseconds), about once per 256 MB of receipts.
+/// commits never wait for it), and past what size the log is restarted. A passive checkpoint
+/// cannot restart a log that is written without a pause, so under sustained load the log
+/// reaches the limit; the receipt writer then restarts it between two batches, copying only
+/// what the last passive checkpoint left (milliseconds), and reuses the file in place.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-const CHECKPOINT_TRUNCATE_ABOVE: u64 = 256 * 1024 * 1024;
+const CHECKPOINT_RESTART_ABOVE: u64 = 32 * 1024 * 1024;
 
 /// Binds the gateway and the proxy and starts serving in the background.
 pub(crate) async fn start_broker(
@@ -301,10 +301,15 @@ pub(crate) async fn start_broker(
         audit.relax_durability().await?;
         None
     } else {
+        // The receipt writer restarts the log itself past the limit (it is the only writer,
+        // so that costs milliseconds); the checkpointer's own truncation, which would hold
+        // commits through SQLite's busy handler, is only a backstop for when readers kept
+        // the writer from restarting it for long.
         let checkpointer = store
-            .start_checkpointer(CHECKPOINT_EVERY, CHECKPOINT_TRUNCATE_ABOVE)
+            .start_checkpointer(CHECKPOINT_EVERY, 8 * CHECKPOINT_RESTART_ABOVE)
             .await?;
         audit.manual_checkpoints().await?;
+        audit.restart_wal_above(CHECKPOINT_RESTART_ABOVE);
         Some(checkpointer)
     };
     let (plane, background) = sequester_proxy::DataPlane::start(

@@ -67,6 +67,8 @@ pub enum StoreError {
     Corrupt { what: String },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -99,7 +101,7 @@ impl StoreError {
             Self::NoHosts => ErrorCode::InvalidHostPattern,
             Self::SchemaTooNew { .. } => ErrorCode::SchemaTooNew,
             Self::Corrupt { .. } => ErrorCode::IntegrityFailure,
-            Self::Database(_) => ErrorCode::StorageUnavailable,
+            Self::Database(_) | Self::Sqlite(_) => ErrorCode::StorageUnavailable,
             Self::Io { .. } => ErrorCode::Io,
         }
     }

@@ -14,6 +14,7 @@
 //!   change counter that running brokers watch to reload their snapshot.
 //! - Nothing is written before the master key is verified.
 
+mod appender;
 mod datadir;
 mod error;
 mod keyring;
@@ -21,6 +22,7 @@ mod migrate;
 mod sqlite;
 mod store;
 
+pub use appender::ReceiptAppender;
 pub use datadir::{DataDir, KeyMode, PassphraseSource};
 pub use error::StoreError;
 pub use sqlite::{Checkpointer, SqliteStore};

@@ -1,5 +1,6 @@
 //! The embedded SQLite backend (bundled SQLite, WAL, synchronous=FULL, foreign keys on).
 
+use crate::appender::{AppendTuning, ReceiptAppender, SqliteAppender};
 use crate::keyring::Keyring;
 use crate::store::{
     NewReceipt, NewSecret, OpenedVersion, ReceiptFilter, ReceiptRow, Sanitized, SealedVersion,
@@ -33,6 +34,9 @@ pub struct SqliteStore {
     conn: Mutex<Option<SqliteConnection>>,
     keys: Arc<Keyring>,
     path: PathBuf,
+    /// How this handle's receipt appends sync and checkpoint, applied to its connection and
+    /// to any [`receipt_appender`](Store::receipt_appender) it opens.
+    tuning: std::sync::Mutex<AppendTuning>,
 }
 
 pub(crate) async fn connect(path: &Path, create: bool) -> Result<SqliteConnection, StoreError> {
@@ -338,12 +342,59 @@ fn version_from_row(row: &SqliteRow) -> Result<VersionMeta, StoreError> {
     })
 }
 
+/// A receipt with its place in the hash chain.
+pub(crate) struct Linked<'a> {
+    pub(crate) seq: i64,
+    pub(crate) receipt: &'a NewReceipt,
+    pub(crate) prev: [u8; 32],
+    pub(crate) hash: [u8; 32],
+}
+
+impl Linked<'_> {
+    /// The `receipts_head` meta record when this is the last receipt: seq (big-endian) and
+    /// hash, so that removing receipts from the end of the chain is detected.
+    pub(crate) fn head_record(&self) -> Vec<u8> {
+        let mut head = self.seq.to_be_bytes().to_vec();
+        head.extend_from_slice(&self.hash);
+        head
+    }
+}
+
+/// Links `batch` after the chain head `head` (seq, hash; `None` for an empty chain).
+pub(crate) fn link_receipts(
+    head: Option<(i64, Vec<u8>)>,
+    batch: &[NewReceipt],
+) -> Result<Vec<Linked<'_>>, StoreError> {
+    let (mut seq, mut prev) = match head {
+        Some((seq, hash)) => (
+            seq,
+            <[u8; 32]>::try_from(hash.as_slice())
+                .map_err(|_| StoreError::corrupt("receipt hash"))?,
+        ),
+        None => (0, [0u8; 32]),
+    };
+    let mut linked = Vec::with_capacity(batch.len());
+    for receipt in batch {
+        seq += 1;
+        let hash = chain_hash(&prev, receipt.body.as_bytes());
+        linked.push(Linked {
+            seq,
+            receipt,
+            prev,
+            hash,
+        });
+        prev = hash;
+    }
+    Ok(linked)
+}
+
 impl SqliteStore {
     pub(crate) fn new(conn: SqliteConnection, master: MasterKey, path: PathBuf) -> Self {
         Self {
             conn: Mutex::new(Some(conn)),
             keys: Arc::new(Keyring::new(master)),
             path,
+            tuning: std::sync::Mutex::default(),
         }
     }
 
@@ -354,6 +405,7 @@ impl SqliteStore {
         sqlx::query("PRAGMA synchronous = NORMAL")
             .execute(&mut *self.lock().await?)
             .await?;
+        self.tune(|t| t.relaxed = true);
         Ok(())
     }
 
@@ -364,7 +416,23 @@ impl SqliteStore {
         sqlx::query("PRAGMA wal_autocheckpoint = 0")
             .execute(&mut *self.lock().await?)
             .await?;
+        self.tune(|t| t.manual_checkpoints = true);
         Ok(())
+    }
+
+    /// Lets this handle's [`receipt_appender`](Store::receipt_appender) restart the WAL itself
+    /// once it exceeds `limit` bytes, between two batches (with a passive
+    /// [`Checkpointer`] running, that costs milliseconds); the file is then reused in place.
+    pub fn restart_wal_above(&self, limit: u64) {
+        self.tune(|t| t.restart_wal_above = Some(limit));
+    }
+
+    fn tune(&self, f: impl FnOnce(&mut AppendTuning)) {
+        let mut tuning = self
+            .tuning
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut tuning);
     }
 
     /// Starts checkpointing the WAL every `every` from a connection of its own, off every
@@ -378,6 +446,7 @@ impl SqliteStore {
         truncate_above: u64,
     ) -> Result<Checkpointer, StoreError> {
         let mut conn = connect(&self.path, false).await?;
+        let db = self.path.clone();
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
         let wal = PathBuf::from(wal);
@@ -404,6 +473,17 @@ impl SqliteStore {
                         break;
                     }
                 }
+                // A passive checkpoint that could not copy the whole log leaves what it copied
+                // unsynced; syncing it here means the writer's restart of the log, which must
+                // sync the database first, finds almost nothing left to flush.
+                let db = db.clone();
+                let synced = tokio::task::spawn_blocking(move || {
+                    std::fs::File::open(&db).and_then(|f| f.sync_data())
+                })
+                .await;
+                if let Ok(Err(e)) = synced {
+                    tracing::warn!(error = %e, "cannot sync the database file after a checkpoint");
+                }
             }
             close_quietly(conn).await;
         });
@@ -418,6 +498,7 @@ impl SqliteStore {
             conn: Mutex::new(Some(connect(&self.path, false).await?)),
             keys: Arc::clone(&self.keys),
             path: self.path.clone(),
+            tuning: std::sync::Mutex::default(),
         })
     }
 
@@ -1368,6 +1449,14 @@ impl Store for SqliteStore {
         })
     }
 
+    fn receipt_appender(&self) -> Result<Option<Box<dyn ReceiptAppender>>, StoreError> {
+        let tuning = *self
+            .tuning
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(Some(Box::new(SqliteAppender::open(&self.path, tuning)?)))
+    }
+
     async fn append_receipts(&self, batch: &[NewReceipt]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
@@ -1380,23 +1469,9 @@ impl Store for SqliteStore {
             sqlx::query_as("SELECT seq, hash FROM receipts ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut *tx)
                 .await?;
-        let (mut seq, mut prev) = match last {
-            Some((seq, hash)) => (
-                seq,
-                <[u8; 32]>::try_from(hash.as_slice())
-                    .map_err(|_| StoreError::corrupt("receipt hash"))?,
-            ),
-            None => (0, [0u8; 32]),
-        };
         // Link every record first, then insert in multi-row statements: one round trip to
         // SQLite per chunk instead of one per receipt.
-        let mut linked = Vec::with_capacity(batch.len());
-        for r in batch {
-            seq += 1;
-            let hash = chain_hash(&prev, r.body.as_bytes());
-            linked.push((seq, r, prev, hash));
-            prev = hash;
-        }
+        let linked = link_receipts(last, batch)?;
         const ROWS_PER_STATEMENT: usize = 256;
         for chunk in linked.chunks(ROWS_PER_STATEMENT) {
             let mut sql = String::from(
@@ -1410,9 +1485,10 @@ impl Store for SqliteStore {
                 });
             }
             let mut q = sqlx::query(&sql);
-            for (seq, r, prev_hash, hash) in chunk {
+            for l in chunk {
+                let r = l.receipt;
                 q = q
-                    .bind(*seq)
+                    .bind(l.seq)
                     .bind(r.tenant_id.as_str())
                     .bind(r.at_ms)
                     .bind(&r.kind)
@@ -1421,17 +1497,17 @@ impl Store for SqliteStore {
                     .bind(&r.secret)
                     .bind(i64::from(r.denied))
                     .bind(&r.body)
-                    .bind(prev_hash.as_slice())
-                    .bind(hash.as_slice());
+                    .bind(l.prev.as_slice())
+                    .bind(l.hash.as_slice());
             }
             q.execute(&mut *tx).await?;
         }
-        let mut head = seq.to_be_bytes().to_vec();
-        head.extend_from_slice(&prev);
-        sqlx::query("INSERT INTO meta (key, value) VALUES ('receipts_head', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(head)
-            .execute(&mut *tx)
-            .await?;
+        if let Some(last) = linked.last() {
+            sqlx::query("INSERT INTO meta (key, value) VALUES ('receipts_head', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                .bind(last.head_record())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

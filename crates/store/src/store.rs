@@ -1,4 +1,5 @@
 use crate::StoreError;
+use crate::appender::ReceiptAppender;
 use async_trait::async_trait;
 use sequester_crypto::{DataKey, IssuedToken, SecretValue, TokenHash};
 use sequester_model::{
@@ -300,6 +301,13 @@ pub trait Store: Send + Sync {
     async fn change_counter(&self) -> Result<i64, StoreError>;
 
     // Receipts.
+    /// A synchronous appender on a connection of its own, for a writer that owns a thread
+    /// (commits then cost no async hand-offs); `None` if this backend has none, and the
+    /// writer calls [`append_receipts`](Store::append_receipts). It follows this handle's
+    /// durability settings.
+    fn receipt_appender(&self) -> Result<Option<Box<dyn ReceiptAppender>>, StoreError> {
+        Ok(None)
+    }
     /// Appends receipts in one transaction, linking each into the hash chain.
     async fn append_receipts(&self, batch: &[NewReceipt]) -> Result<(), StoreError>;
     /// Receipts matching `filter`, oldest first (the newest `limit` if set).

@@ -1124,6 +1124,51 @@ async fn the_interception_ca_key_is_sealed_and_survives_rekey() {
 }
 
 #[tokio::test]
+async fn the_receipt_appender_restarts_a_large_log_and_reuses_the_file() {
+    use sequester_store::NewReceipt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, store, tenant) = init(tmp.path()).await;
+    let audit = store.reopen().await.unwrap();
+    audit.manual_checkpoints().await.unwrap();
+    audit.restart_wal_above(1024 * 1024);
+    let wal = data.root().join("sequester.db-wal");
+    // No checkpointer and no automatic checkpoints: only the appender keeps the log in bounds.
+    let mut appender = audit.receipt_appender().unwrap().unwrap();
+    let mut largest = 0;
+    for batch in 0..60 {
+        let rows: Vec<NewReceipt> = (0..20)
+            .map(|i| {
+                let n = batch * 20 + i;
+                NewReceipt {
+                    tenant_id: tenant.clone(),
+                    at_ms: n,
+                    kind: "intent".to_owned(),
+                    request_id: format!("req-{n}"),
+                    agent: Some("bot".to_owned()),
+                    secret: Some("S".to_owned()),
+                    denied: false,
+                    body: format!("{{\"i\":{n},\"pad\":\"{}\"}}", "x".repeat(2000)),
+                }
+            })
+            .collect();
+        appender.append(&rows).unwrap();
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    // About 5 MB of receipts went through a log that never grew far past the 1 MB limit.
+    assert!(largest < 3 * 1024 * 1024, "the log grew to {largest} bytes");
+    drop(appender);
+    let chain = audit.receipt_chain(0, 5000).await.unwrap();
+    assert_eq!(chain.len(), 1200);
+    assert!(chain.iter().zip(1..).all(|(r, seq)| r.seq == seq));
+    assert_eq!(
+        audit.receipt_head().await.unwrap().map(|(seq, _)| seq),
+        Some(1200)
+    );
+    audit.close().await;
+    store.close().await;
+}
+
+#[tokio::test]
 async fn the_checkpointer_keeps_the_log_bounded_while_receipts_skip_checkpoints() {
     use sequester_store::NewReceipt;
     let tmp = tempfile::tempdir().unwrap();
