@@ -80,8 +80,8 @@ impl SqliteAppender {
     /// Restarts the WAL once it has grown past the limit: the next commit writes from the
     /// start of the file again, over blocks already allocated (an fsync that extends the file
     /// also commits file-system metadata and measured ten times slower). A passive
-    /// checkpointer running elsewhere has copied, and synced, nearly all of the log already,
-    /// so this copies the rest: a pause of a few milliseconds, taken between two batches. Done
+    /// checkpointer running elsewhere has copied nearly all of the log already, so this
+    /// copies the rest and syncs the database: a pause of milliseconds between two batches. Done
     /// here because this connection is the only writer: from another connection a restarting
     /// checkpoint waits for the writer through SQLite's busy handler, which sleeps in steps of
     /// up to 100 ms and holds every commit meanwhile. Readers in the middle of a snapshot make

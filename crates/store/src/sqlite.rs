@@ -446,7 +446,6 @@ impl SqliteStore {
         truncate_above: u64,
     ) -> Result<Checkpointer, StoreError> {
         let mut conn = connect(&self.path, false).await?;
-        let db = self.path.clone();
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
         let wal = PathBuf::from(wal);
@@ -472,17 +471,6 @@ impl SqliteStore {
                         tracing::warn!(error = %e, "WAL checkpoint failed; retrying at the next interval");
                         break;
                     }
-                }
-                // A passive checkpoint that could not copy the whole log leaves what it copied
-                // unsynced; syncing it here means the writer's restart of the log, which must
-                // sync the database first, finds almost nothing left to flush.
-                let db = db.clone();
-                let synced = tokio::task::spawn_blocking(move || {
-                    std::fs::File::open(&db).and_then(|f| f.sync_data())
-                })
-                .await;
-                if let Ok(Err(e)) = synced {
-                    tracing::warn!(error = %e, "cannot sync the database file after a checkpoint");
                 }
             }
             close_quietly(conn).await;

@@ -141,11 +141,19 @@ impl Cli {
     ) -> Vec<serde_json::Value> {
         let mut all = vec!["receipts"];
         all.extend_from_slice(args);
-        wait_for(Duration::from_secs(10), what, || {
+        let start = Instant::now();
+        loop {
             let rows = self.json(&all, None);
             let rows = rows.as_array().cloned().unwrap_or_default();
-            ready(&rows).then_some(rows)
-        })
+            if ready(&rows) {
+                return rows;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "timed out waiting for {what}; the receipts: {rows:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Runs a `--json` command that must fail with `code` and exit status `status`.
