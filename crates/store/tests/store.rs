@@ -1123,6 +1123,20 @@ async fn the_interception_ca_key_is_sealed_and_survives_rekey() {
     assert!(hits.is_empty(), "the CA key is on disk: {hits:?}");
 }
 
+/// An intent receipt with a 2 KB body, so that a few thousand of them grow the WAL by megabytes.
+fn padded_receipt(tenant: &sequester_model::TenantId, i: i64) -> sequester_store::NewReceipt {
+    sequester_store::NewReceipt {
+        tenant_id: tenant.clone(),
+        at_ms: i,
+        kind: "intent".to_owned(),
+        request_id: format!("req-{i}"),
+        agent: Some("bot".to_owned()),
+        secret: Some("S".to_owned()),
+        denied: false,
+        body: format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(2000)),
+    }
+}
+
 #[tokio::test]
 async fn the_receipt_appender_restarts_a_large_log_and_reuses_the_file() {
     use sequester_store::NewReceipt;
@@ -1137,19 +1151,7 @@ async fn the_receipt_appender_restarts_a_large_log_and_reuses_the_file() {
     let mut largest = 0;
     for batch in 0..60 {
         let rows: Vec<NewReceipt> = (0..20)
-            .map(|i| {
-                let n = batch * 20 + i;
-                NewReceipt {
-                    tenant_id: tenant.clone(),
-                    at_ms: n,
-                    kind: "intent".to_owned(),
-                    request_id: format!("req-{n}"),
-                    agent: Some("bot".to_owned()),
-                    secret: Some("S".to_owned()),
-                    denied: false,
-                    body: format!("{{\"i\":{n},\"pad\":\"{}\"}}", "x".repeat(2000)),
-                }
-            })
+            .map(|i| padded_receipt(&tenant, batch * 20 + i))
             .collect();
         appender.append(&rows).unwrap();
         largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
@@ -1170,23 +1172,13 @@ async fn the_receipt_appender_restarts_a_large_log_and_reuses_the_file() {
 
 #[tokio::test]
 async fn the_checkpointer_keeps_the_log_bounded_while_receipts_skip_checkpoints() {
-    use sequester_store::NewReceipt;
     let tmp = tempfile::tempdir().unwrap();
     let (data, store, tenant) = init(tmp.path()).await;
     let audit = store.reopen().await.unwrap();
     audit.manual_checkpoints().await.unwrap();
     let db = data.root().join("sequester.db");
     let wal = data.root().join("sequester.db-wal");
-    let receipt = |i: i64| NewReceipt {
-        tenant_id: tenant.clone(),
-        at_ms: i,
-        kind: "intent".to_owned(),
-        request_id: format!("req-{i}"),
-        agent: Some("bot".to_owned()),
-        secret: Some("S".to_owned()),
-        denied: false,
-        body: format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(2000)),
-    };
+    let receipt = |i: i64| padded_receipt(&tenant, i);
     // Without a checkpointer, the receipt connection lets the log grow past SQLite's
     // automatic checkpoint threshold (1000 pages).
     for batch in 0..40 {
