@@ -96,23 +96,28 @@ impl AuditWriter {
     }
 }
 
-/// Moves everything queued behind `first` (up to [`MAX_BATCH`]) into `batch`.
-fn drain(first: Job, rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
-    batch.push(first);
-    while batch.len() < MAX_BATCH {
+/// A waiter for a batch's outcome (`None` for receipts nobody waits on).
+type Waiter = Option<oneshot::Sender<Result<(), AuditError>>>;
+
+/// `first` and everything queued behind it (up to [`MAX_BATCH`]): the rows to commit and who
+/// waits for them.
+fn next_batch(first: Job, rx: &mut mpsc::Receiver<Job>) -> (Vec<NewReceipt>, Vec<Waiter>) {
+    let mut rows = vec![first.row];
+    let mut waiters = vec![first.done];
+    while rows.len() < MAX_BATCH {
         match rx.try_recv() {
-            Ok(job) => batch.push(job),
+            Ok(job) => {
+                rows.push(job.row);
+                waiters.push(job.done);
+            }
             Err(_) => break,
         }
     }
+    (rows, waiters)
 }
 
 /// Tells every waiter of a committed (or failed) batch its outcome.
-fn settle(
-    result: Result<(), sequester_store::StoreError>,
-    count: usize,
-    waiters: Vec<Option<oneshot::Sender<Result<(), AuditError>>>>,
-) {
+fn settle(result: Result<(), sequester_store::StoreError>, count: usize, waiters: Vec<Waiter>) {
     let result = result.map_err(|e| AuditError::Unavailable(e.to_string()));
     if let Err(e) = &result {
         tracing::error!(error = %e, receipts = count, "receipts not written; requests waiting on them are denied");
@@ -123,22 +128,16 @@ fn settle(
 }
 
 async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
-        drain(first, &mut rx, &mut batch);
-        let (rows, waiters): (Vec<NewReceipt>, Vec<_>) =
-            batch.drain(..).map(|j| (j.row, j.done)).unzip();
+        let (rows, waiters) = next_batch(first, &mut rx);
         let result = store.append_receipts(&rows).await;
         settle(result, rows.len(), waiters);
     }
 }
 
 fn run_blocking(mut appender: Box<dyn ReceiptAppender>, mut rx: mpsc::Receiver<Job>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
-        drain(first, &mut rx, &mut batch);
-        let (rows, waiters): (Vec<NewReceipt>, Vec<_>) =
-            batch.drain(..).map(|j| (j.row, j.done)).unzip();
+        let (rows, waiters) = next_batch(first, &mut rx);
         let result = appender.append(&rows);
         settle(result, rows.len(), waiters);
     }

@@ -7,14 +7,13 @@
 //! whole transaction on the calling thread (the audit writer's own) with cached statements, so
 //! a commit costs one wake-up plus SQLite's own work and the fsync.
 
-use crate::sqlite::link_receipts;
+use crate::sqlite::{
+    BUSY_TIMEOUT, SELECT_RECEIPT_HEAD, UPSERT_RECEIPT_HEAD, link_receipts, wal_path,
+};
 use crate::{NewReceipt, StoreError};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
 use std::path::Path;
 use std::time::Duration;
-
-/// How long a commit waits for another writer's lock before it fails.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Appends receipts synchronously, each batch one transaction linked into the hash chain.
 /// For a writer that owns a thread; see [`Store::receipt_appender`](crate::Store).
@@ -66,11 +65,9 @@ impl SqliteAppender {
                 "journal mode {mode}, expected wal"
             )));
         }
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
         Ok(Self {
             conn,
-            wal: wal.into(),
+            wal: wal_path(path),
             restart_wal_above: tuning.restart_wal_above,
         })
     }
@@ -118,7 +115,7 @@ impl ReceiptAppender for SqliteAppender {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let head: Option<(i64, Vec<u8>)> = tx
-            .prepare_cached("SELECT seq, hash FROM receipts ORDER BY seq DESC LIMIT 1")?
+            .prepare_cached(SELECT_RECEIPT_HEAD)?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let linked = link_receipts(head, batch)?;
@@ -144,7 +141,7 @@ impl ReceiptAppender for SqliteAppender {
             }
         }
         if let Some(last) = linked.last() {
-            tx.prepare_cached("INSERT INTO meta (key, value) VALUES ('receipts_head', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?
+            tx.prepare_cached(UPSERT_RECEIPT_HEAD)?
                 .execute([last.head_record()])?;
         }
         tx.commit()?;

@@ -39,6 +39,22 @@ pub struct SqliteStore {
     tuning: std::sync::Mutex<AppendTuning>,
 }
 
+/// How long a statement waits for another connection's lock before it fails.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The chain head as the last receipt holds it: (seq, hash).
+pub(crate) const SELECT_RECEIPT_HEAD: &str =
+    "SELECT seq, hash FROM receipts ORDER BY seq DESC LIMIT 1";
+/// Records the head after an append (see [`Linked::head_record`]).
+pub(crate) const UPSERT_RECEIPT_HEAD: &str = "INSERT INTO meta (key, value) VALUES ('receipts_head', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+
+/// The write-ahead log beside the database at `db`.
+pub(crate) fn wal_path(db: &Path) -> PathBuf {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    wal.into()
+}
+
 pub(crate) async fn connect(path: &Path, create: bool) -> Result<SqliteConnection, StoreError> {
     let options = SqliteConnectOptions::new()
         .filename(path)
@@ -46,7 +62,7 @@ pub(crate) async fn connect(path: &Path, create: bool) -> Result<SqliteConnectio
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10))
+        .busy_timeout(BUSY_TIMEOUT)
         // Deleted pages are overwritten with zeros, so a removed sealed blob is gone from disk.
         .pragma("secure_delete", "ON");
     Ok(options.connect().await?)
@@ -446,9 +462,7 @@ impl SqliteStore {
         truncate_above: u64,
     ) -> Result<Checkpointer, StoreError> {
         let mut conn = connect(&self.path, false).await?;
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        let wal = PathBuf::from(wal);
+        let wal = wal_path(&self.path);
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -1453,10 +1467,9 @@ impl Store for SqliteStore {
         // IMMEDIATE: take the write lock before reading the chain head, so two writers can
         // never link to the same predecessor.
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let last: Option<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT seq, hash FROM receipts ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await?;
+        let last: Option<(i64, Vec<u8>)> = sqlx::query_as(SELECT_RECEIPT_HEAD)
+            .fetch_optional(&mut *tx)
+            .await?;
         // Link every record first, then insert in multi-row statements: one round trip to
         // SQLite per chunk instead of one per receipt.
         let linked = link_receipts(last, batch)?;
@@ -1491,7 +1504,7 @@ impl Store for SqliteStore {
             q.execute(&mut *tx).await?;
         }
         if let Some(last) = linked.last() {
-            sqlx::query("INSERT INTO meta (key, value) VALUES ('receipts_head', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            sqlx::query(UPSERT_RECEIPT_HEAD)
                 .bind(last.head_record())
                 .execute(&mut *tx)
                 .await?;
