@@ -123,3 +123,16 @@ print_machine() { # TOOLS LOAD: the header every run prints (date, machine, buil
   echo "build:   $BIN (commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
   echo "load:    $2"
 }
+
+audit_summary() { # METRICS_URL: one line on the receipt writer's group commits so far
+  curl -fsS "$1" 2>/dev/null | awk '
+    /^sequester_audit_receipts_total\{durable="waited"\}/ { waited = $2 }
+    /^sequester_audit_receipts_total\{durable="queued"\}/ { queued = $2 }
+    /^sequester_audit_commit_seconds_sum / { secs = $2 }
+    /^sequester_audit_commit_seconds_count / { n = $2 }
+    END {
+      if (n > 0)
+        printf "audit:   %d commits, %.1f receipts per commit (%.1f waited for), %.3f ms per commit on average\n",
+          n, (waited + queued) / n, waited / n, 1000 * secs / n
+    }'
+}

@@ -248,6 +248,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
 done
 
+audit_summary "http://$SQ_ADDR/metrics"
+
 # ---------------------------------------------------------------- summarise
 median_of() { # target workload field (1-based, as in RES)
   local r vals=()

@@ -20,4 +20,6 @@ mod writer;
 
 pub use receipt::{Decision, Kind, Mode, Receipt, redact_query, run_id_from};
 pub use verify::{VerifyError, VerifyReport, verify};
-pub use writer::{AuditError, AuditWriter};
+pub use writer::{
+    AuditError, AuditStats, AuditStatsSnapshot, AuditWriter, BATCH_BUCKETS, COMMIT_BUCKETS,
+};

@@ -1,6 +1,8 @@
 use crate::Receipt;
 use sequester_store::{NewReceipt, ReceiptAppender, Store};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most receipts committed in one transaction.
@@ -22,11 +24,82 @@ struct Job {
     done: Option<oneshot::Sender<Result<(), AuditError>>>,
 }
 
+/// Upper bounds (seconds) of the commit-duration histogram in [`AuditStats`].
+pub const COMMIT_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+/// Upper bounds (receipts) of the batch-size histogram in [`AuditStats`].
+pub const BATCH_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/// What the writer has done since it started, for metrics: how many batches and receipts it
+/// committed, how long each commit took and how large batches were. Updated by the writer
+/// alone, read at any time; counts are cumulative (Prometheus histogram buckets).
+#[derive(Default)]
+pub struct AuditStats {
+    batches: AtomicU64,
+    receipts: AtomicU64,
+    /// Receipts a request waited for (intents).
+    durable: AtomicU64,
+    commit_nanos: AtomicU64,
+    commit_le: [AtomicU64; COMMIT_BUCKETS.len()],
+    batch_le: [AtomicU64; BATCH_BUCKETS.len()],
+}
+
+/// A copy of [`AuditStats`] at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditStatsSnapshot {
+    pub batches: u64,
+    pub receipts: u64,
+    pub durable: u64,
+    pub commit_seconds: f64,
+    /// Cumulative counts per [`COMMIT_BUCKETS`] bound.
+    pub commit_le: Vec<u64>,
+    /// Cumulative counts per [`BATCH_BUCKETS`] bound.
+    pub batch_le: Vec<u64>,
+}
+
+impl AuditStats {
+    fn batch(&self, receipts: usize, durable: usize, took: std::time::Duration) {
+        let add = |a: &AtomicU64, n: u64| a.fetch_add(n, Ordering::Relaxed);
+        add(&self.batches, 1);
+        add(&self.receipts, receipts as u64);
+        add(&self.durable, durable as u64);
+        add(
+            &self.commit_nanos,
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+        );
+        let secs = took.as_secs_f64();
+        for (le, count) in COMMIT_BUCKETS.iter().zip(&self.commit_le) {
+            if secs <= *le {
+                add(count, 1);
+            }
+        }
+        for (le, count) in BATCH_BUCKETS.iter().zip(&self.batch_le) {
+            if receipts as u64 <= *le {
+                add(count, 1);
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> AuditStatsSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        AuditStatsSnapshot {
+            batches: get(&self.batches),
+            receipts: get(&self.receipts),
+            durable: get(&self.durable),
+            commit_seconds: get(&self.commit_nanos) as f64 / 1e9,
+            commit_le: self.commit_le.iter().map(get).collect(),
+            batch_le: self.batch_le.iter().map(get).collect(),
+        }
+    }
+}
+
 /// The single writer of receipts. Cloning is cheap; all clones feed one task that commits
 /// whatever has queued as one batch.
 #[derive(Clone)]
 pub struct AuditWriter {
     tx: mpsc::Sender<Job>,
+    stats: Arc<AuditStats>,
 }
 
 impl AuditWriter {
@@ -38,15 +111,24 @@ impl AuditWriter {
     /// to the store's async append.
     pub fn start(store: Arc<dyn Store>) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let stats = Arc::new(AuditStats::default());
+        let writer_stats = Arc::clone(&stats);
         let handle = match store.receipt_appender() {
-            Ok(Some(appender)) => tokio::task::spawn_blocking(move || run_blocking(appender, rx)),
-            Ok(None) => tokio::spawn(run(store, rx)),
+            Ok(Some(appender)) => tokio::task::spawn_blocking(move || {
+                run_blocking(appender, rx, &writer_stats);
+            }),
+            Ok(None) => tokio::spawn(async move { run(store, rx, &writer_stats).await }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open the receipt appender; receipts go through the async store");
-                tokio::spawn(run(store, rx))
+                tokio::spawn(async move { run(store, rx, &writer_stats).await })
             }
         };
-        (Self { tx }, handle)
+        (Self { tx, stats }, handle)
+    }
+
+    /// The writer's counters so far.
+    pub fn stats(&self) -> AuditStatsSnapshot {
+        self.stats.snapshot()
     }
 
     fn job(receipt: &Receipt) -> Result<NewReceipt, AuditError> {
@@ -116,29 +198,47 @@ fn next_batch(first: Job, rx: &mut mpsc::Receiver<Job>) -> (Vec<NewReceipt>, Vec
     (rows, waiters)
 }
 
-/// Tells every waiter of a committed (or failed) batch its outcome.
-fn settle(result: Result<(), sequester_store::StoreError>, count: usize, waiters: Vec<Waiter>) {
+/// Tells every waiter of a committed (or failed) batch its outcome and counts the batch.
+fn settle(
+    result: Result<(), sequester_store::StoreError>,
+    count: usize,
+    waiters: Vec<Waiter>,
+    started: Instant,
+    stats: &AuditStats,
+) {
     let result = result.map_err(|e| AuditError::Unavailable(e.to_string()));
-    if let Err(e) = &result {
-        tracing::error!(error = %e, receipts = count, "receipts not written; requests waiting on them are denied");
+    match &result {
+        Ok(()) => {
+            let durable = waiters.iter().filter(|w| w.is_some()).count();
+            stats.batch(count, durable, started.elapsed());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, receipts = count, "receipts not written; requests waiting on them are denied");
+        }
     }
     for done in waiters.into_iter().flatten() {
         let _ = done.send(result.clone());
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
+async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>, stats: &AuditStats) {
     while let Some(first) = rx.recv().await {
         let (rows, waiters) = next_batch(first, &mut rx);
+        let started = Instant::now();
         let result = store.append_receipts(&rows).await;
-        settle(result, rows.len(), waiters);
+        settle(result, rows.len(), waiters, started, stats);
     }
 }
 
-fn run_blocking(mut appender: Box<dyn ReceiptAppender>, mut rx: mpsc::Receiver<Job>) {
+fn run_blocking(
+    mut appender: Box<dyn ReceiptAppender>,
+    mut rx: mpsc::Receiver<Job>,
+    stats: &AuditStats,
+) {
     while let Some(first) = rx.blocking_recv() {
         let (rows, waiters) = next_batch(first, &mut rx);
+        let started = Instant::now();
         let result = appender.append(&rows);
-        settle(result, rows.len(), waiters);
+        settle(result, rows.len(), waiters, started, stats);
     }
 }

@@ -906,6 +906,16 @@ fn metrics_count_requests_by_service_and_decision() {
         "{text}"
     );
     assert!(text.contains("sequester_snapshot_age_seconds"), "{text}");
+    // The allowed request's intent was committed before it was served: the writer counted a
+    // waited-for receipt and at least one timed batch.
+    let sample = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    assert!(sample("sequester_audit_receipts_total{durable=\"waited\"}") >= 1);
+    assert!(sample("sequester_audit_commit_seconds_count") >= 1);
+    assert!(sample("sequester_audit_batch_receipts_sum") >= 1);
     assert!(!text.contains(&env.value) && !text.contains(&env.token));
 }
 

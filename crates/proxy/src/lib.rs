@@ -175,7 +175,9 @@ impl DataPlane {
             ),
             (&Method::GET, "/metrics") => {
                 let snapshot = self.live.load();
-                let text = self.metrics.render(self.live.age(), snapshot.counter());
+                let text =
+                    self.metrics
+                        .render(self.live.age(), snapshot.counter(), &self.audit.stats());
                 let mut r = Response::new(body::full(text));
                 r.headers_mut().insert(
                     http::header::CONTENT_TYPE,

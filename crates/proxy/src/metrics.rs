@@ -1,6 +1,7 @@
 //! Prometheus metrics, rendered in the text exposition format. Labels never hold a value or
 //! a token: service names, decisions, codes and status classes only.
 
+use sequester_audit::{AuditStatsSnapshot, BATCH_BUCKETS, COMMIT_BUCKETS};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
@@ -121,8 +122,14 @@ impl Metrics {
         });
     }
 
-    /// The exposition text. `snapshot_age` is the time since the live snapshot was loaded.
-    pub fn render(&self, snapshot_age: Duration, snapshot_counter: i64) -> String {
+    /// The exposition text. `snapshot_age` is the time since the live snapshot was loaded,
+    /// `audit` what the receipt writer has done.
+    pub fn render(
+        &self,
+        snapshot_age: Duration,
+        snapshot_counter: i64,
+        audit: &AuditStatsSnapshot,
+    ) -> String {
         let mut out = String::new();
         self.with(|m| {
             let _ = writeln!(out, "# HELP sequester_requests_total Data-plane requests by service, decision, denial code and status.");
@@ -182,6 +189,74 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE sequester_snapshot_change_counter gauge");
         let _ = writeln!(out, "sequester_snapshot_change_counter {snapshot_counter}");
+        render_audit(&mut out, audit);
         out
     }
+}
+
+/// The receipt writer's commits: how many, how large, how long.
+fn render_audit(out: &mut String, audit: &AuditStatsSnapshot) {
+    let _ = writeln!(
+        out,
+        "# HELP sequester_audit_receipts_total Receipts committed, and those a request waited for (intents)."
+    );
+    let _ = writeln!(out, "# TYPE sequester_audit_receipts_total counter");
+    let _ = writeln!(
+        out,
+        "sequester_audit_receipts_total{{durable=\"waited\"}} {}",
+        audit.durable
+    );
+    let _ = writeln!(
+        out,
+        "sequester_audit_receipts_total{{durable=\"queued\"}} {}",
+        audit.receipts.saturating_sub(audit.durable)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP sequester_audit_commit_seconds Time to commit one batch of receipts (group commit, fsync included)."
+    );
+    let _ = writeln!(out, "# TYPE sequester_audit_commit_seconds histogram");
+    for (le, c) in COMMIT_BUCKETS.iter().zip(&audit.commit_le) {
+        let _ = writeln!(
+            out,
+            "sequester_audit_commit_seconds_bucket{{le=\"{le}\"}} {c}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "sequester_audit_commit_seconds_bucket{{le=\"+Inf\"}} {}",
+        audit.batches
+    );
+    let _ = writeln!(
+        out,
+        "sequester_audit_commit_seconds_sum {}",
+        audit.commit_seconds
+    );
+    let _ = writeln!(
+        out,
+        "sequester_audit_commit_seconds_count {}",
+        audit.batches
+    );
+    let _ = writeln!(
+        out,
+        "# HELP sequester_audit_batch_receipts Receipts per committed batch."
+    );
+    let _ = writeln!(out, "# TYPE sequester_audit_batch_receipts histogram");
+    for (le, c) in BATCH_BUCKETS.iter().zip(&audit.batch_le) {
+        let _ = writeln!(
+            out,
+            "sequester_audit_batch_receipts_bucket{{le=\"{le}\"}} {c}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "sequester_audit_batch_receipts_bucket{{le=\"+Inf\"}} {}",
+        audit.batches
+    );
+    let _ = writeln!(out, "sequester_audit_batch_receipts_sum {}", audit.receipts);
+    let _ = writeln!(
+        out,
+        "sequester_audit_batch_receipts_count {}",
+        audit.batches
+    );
 }

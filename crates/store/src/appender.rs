@@ -38,6 +38,11 @@ pub(crate) struct SqliteAppender {
     conn: Connection,
     wal: std::path::PathBuf,
     restart_wal_above: Option<u64>,
+    /// The log's length when it was last restarted (at least the limit). A restarted log keeps
+    /// its length and is written again from its start, so it is due for the next restart only
+    /// once it grows past that length: the file's length alone says nothing about how much of
+    /// it is in use.
+    restart_past: u64,
 }
 
 impl SqliteAppender {
@@ -69,6 +74,7 @@ impl SqliteAppender {
             conn,
             wal: wal_path(path),
             restart_wal_above: tuning.restart_wal_above,
+            restart_past: tuning.restart_wal_above.unwrap_or(u64::MAX),
         })
     }
 
@@ -81,12 +87,18 @@ impl SqliteAppender {
     /// checkpoint waits for the writer through SQLite's busy handler, which sleeps in steps of
     /// up to 100 ms and holds every commit meanwhile. Readers in the middle of a snapshot make
     /// it fail at once (no busy wait); the next batch tries again. The log file keeps its
-    /// size (about the limit) and is reused.
+    /// size (about the limit) and is reused, so the next restart is due when writing has
+    /// wrapped past that size again, about once per `limit` bytes of log.
     fn restart_wal_if_large(&mut self) {
         let Some(limit) = self.restart_wal_above else {
             return;
         };
-        if std::fs::metadata(&self.wal).map_or(0, |m| m.len()) <= limit {
+        let len = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        if len < self.restart_past {
+            // Truncated (or removed) by another connection's checkpoint: grows from there.
+            self.restart_past = self.restart_past.min(len.max(limit));
+        }
+        if len <= self.restart_past {
             return;
         }
         let attempt = self.conn.busy_timeout(Duration::ZERO).and_then(|()| {
@@ -97,7 +109,7 @@ impl SqliteAppender {
             tracing::warn!(error = %e, "cannot restore the receipt connection's busy timeout");
         }
         match attempt {
-            Ok(0) => {}
+            Ok(0) => self.restart_past = len,
             Ok(_) => tracing::debug!("WAL restart deferred: a reader holds a snapshot"),
             Err(e) => tracing::debug!(error = %e, "WAL restart deferred"),
         }

@@ -1158,6 +1158,17 @@ async fn the_receipt_appender_restarts_a_large_log_and_reuses_the_file() {
     }
     // About 5 MB of receipts went through a log that never grew far past the 1 MB limit.
     assert!(largest < 3 * 1024 * 1024, "the log grew to {largest} bytes");
+    // ... and was restarted about once per megabyte, not after every batch once the file had
+    // reached the limit (a reused log keeps its length). The WAL header's checkpoint sequence
+    // number (bytes 12..16, big-endian; sqlite.org/fileformat.html) counts the restarts. Only
+    // the log is read here: SQLite holds no lock on it.
+    let mut header = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open(&wal).unwrap(), &mut header).unwrap();
+    let restarts = u32::from_be_bytes(header[12..16].try_into().unwrap());
+    assert!(
+        (2..=12).contains(&restarts),
+        "{restarts} restarts for about 5 MB of log"
+    );
     drop(appender);
     let chain = audit.receipt_chain(0, 5000).await.unwrap();
     assert_eq!(chain.len(), 1200);
