@@ -12,15 +12,15 @@ use crate::DetectError;
 use crate::entropy;
 use crate::prefilter::{KeywordIndex, Precheck};
 use crate::rules::{self, BUILTIN_RULE_FILES, CompiledRule, Rule, RuleInfo};
-use crate::stoplist;
+use crate::stoplist::{self, Placeholder};
 use crate::validate::ValidatorKind;
 
 /// How sure the detector is that a finding is a live credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Confidence {
-    /// Shaped like a credential but unconfirmed: a checksum that does not verify, or a weak
-    /// generic match.
+    /// Shaped like a credential but unconfirmed: a checksum that does not verify, a provider
+    /// format holding a run such as `111111`, or a weak generic match.
     Low,
     /// A generic match in credential context with a random-looking value.
     Medium,
@@ -566,13 +566,26 @@ impl Detector {
             if let Some(min) = rule.min_entropy
                 && entropy::shannon(secret) < min
             {
-                return Err("entropy");
+                // A run (`xoxa-2-511111111-…`) lowers a value's entropy: in a distinctive
+                // format, measure the rest of the value and report it unconfirmed.
+                if !(rule.has_distinctive_format() && entropy::shannon_without_runs(secret) >= min)
+                {
+                    return Err("entropy");
+                }
+                confidence = Confidence::Low;
             }
             if entropy::char_classes(secret) < rule.min_char_classes {
                 return Err("character classes");
             }
-            if rule.filters.placeholder && stoplist::is_placeholder(secret) {
-                return Err("placeholder");
+            match stoplist::placeholder(secret).filter(|_| rule.filters.placeholder) {
+                None => {}
+                // A run such as `111111` in a distinctive provider format: real tokens have
+                // them now and then, and a missed key leaks while a false alarm costs only a
+                // placeholder. Report it, unconfirmed.
+                Some(Placeholder::Runs) if rule.has_distinctive_format() => {
+                    confidence = Confidence::Low;
+                }
+                Some(objection) => return Err(objection.reason()),
             }
             if rule.filters.lookalike && stoplist::is_lookalike(secret) {
                 // Some services issue UUIDs as API keys: accept one, at low confidence, only
@@ -611,7 +624,8 @@ impl Detector {
     }
 
     /// For rule authors: every candidate the rules matched in `hay`, with the check that
-    /// rejected it (`None` if it passed), before overlaps are resolved. Returns rule ids and
+    /// rejected it (`None` if it passed; a placeholder names its stop-list check, such as
+    /// `template part` or `runs`), before overlaps are resolved. Returns rule ids and
     /// spans only; printing the secret is up to the caller.
     pub fn explain(&self, hay: &[u8]) -> Vec<(String, Range<usize>, Option<&'static str>)> {
         let engine = &*self.engine;

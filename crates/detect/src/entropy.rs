@@ -20,6 +20,21 @@ pub fn shannon(s: &[u8]) -> f64 {
         .sum()
 }
 
+/// Shannon entropy of `s` with every run of six or more identical bytes counted as one byte:
+/// the randomness of the rest of a value that holds such a run (`xoxa-2-511111111-…`).
+pub fn shannon_without_runs(s: &[u8]) -> f64 {
+    const RUN: usize = 6;
+    let mut kept = Vec::with_capacity(s.len());
+    for run in s.chunk_by(|a, b| a == b) {
+        if run.len() >= RUN {
+            kept.extend_from_slice(&run[..1]);
+        } else {
+            kept.extend_from_slice(run);
+        }
+    }
+    shannon(&kept)
+}
+
 /// How many of the classes lowercase, uppercase, digit and other (symbols) occur in `s`.
 /// Word separators (`_`, `-`, `.`, space) are not symbols: `open_sesame` is one class.
 pub fn char_classes(s: &[u8]) -> u8 {
@@ -46,6 +61,17 @@ mod tests {
         assert!(shannon(b"aaaa").abs() < 1e-9);
         assert!((shannon(b"ab") - 1.0).abs() < 1e-9);
         assert!((shannon(b"0123456789abcdef") - 4.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn runs_count_once_without_runs() {
+        assert!((shannon_without_runs(b"ab111111") - shannon(b"ab1")).abs() < 1e-9);
+        // Shorter repeats are kept.
+        assert!((shannon_without_runs(b"ab11111") - shannon(b"ab11111")).abs() < 1e-9);
+        assert!(
+            shannon_without_runs(b"xoxa-2-511111111-e039d028")
+                > shannon(b"xoxa-2-511111111-e039d028")
+        );
     }
 
     #[test]

@@ -29,6 +29,8 @@
 //!    header, PEM body, AWS key id, …), Shannon entropy and character classes, stop-lists of
 //!    examples and templates (`EXAMPLE`, `xxxx`, `${VAR}`, `{{ var }}`, runs), look-alikes
 //!    (UUIDs, lock-file digests, paths) and identifiers that name no credential (`public_key`).
+//!    A run (`111111`) drops only generic matches: in a distinctive provider format it lowers
+//!    the finding to [`Confidence::Low`], which is still reported and redacted.
 //! 5. **Overlaps.** Of overlapping candidates the validated, most confident, most specific one
 //!    wins; findings never overlap.
 //!

@@ -194,6 +194,16 @@ impl Rule {
     pub fn filters(&self) -> Filters {
         self.filters
     }
+    /// Whether the rule matches a distinctive provider format (a high-confidence provider rule,
+    /// or a checksummed format) rather than a value found by its context. Only such rules
+    /// report a value whose sole stop-list objection is a run (`111111`), at low confidence.
+    pub(crate) fn has_distinctive_format(&self) -> bool {
+        !self.info.generic
+            && (self.confidence == Confidence::High
+                || self
+                    .validator
+                    .is_some_and(|v| v.kind() == crate::validate::ValidatorKind::Checksum))
+    }
 }
 
 /// A rule ready to run.

@@ -110,13 +110,50 @@ static PLACEHOLDER_SEARCH: LazyLock<Option<Regex>> = LazyLock::new(|| {
         .ok()
 });
 
+/// Why the placeholder stop-list objects to a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placeholder {
+    /// The whole value is a template, an example or words (`EXAMPLE`, `${VAR}`, `xxxx`,
+    /// `password1`, one character or a short unit repeated): never a credential.
+    Template(&'static str),
+    /// Only a run of six identical or consecutive characters somewhere in an otherwise
+    /// plausible value (`abcdef`, `111111`, also interleaved). Templates often have them, but so
+    /// do real tokens now and then (Slack team ids like `511111111`): a provider format keeps
+    /// such a value at low confidence instead of dropping it.
+    Runs,
+}
+
+impl Placeholder {
+    /// The check that objected, for [`crate::Detector::explain`].
+    pub(crate) const fn reason(self) -> &'static str {
+        match self {
+            Self::Template(reason) => reason,
+            Self::Runs => "runs",
+        }
+    }
+}
+
 /// Whether `value` is an obvious example, template or word rather than a credential.
 pub fn is_placeholder(value: &[u8]) -> bool {
-    placeholder_reason(value).is_some()
+    placeholder(value).is_some()
 }
 
 /// Which placeholder check `value` fails, if any: the reason [`is_placeholder`] gives.
+#[cfg(test)]
 fn placeholder_reason(value: &[u8]) -> Option<&'static str> {
+    placeholder(value).map(Placeholder::reason)
+}
+
+/// The placeholder stop-list's objection to `value`, if any. Every whole-value template is
+/// checked before runs, so [`Placeholder::Runs`] means runs are the only objection.
+pub(crate) fn placeholder(value: &[u8]) -> Option<Placeholder> {
+    template_reason(value)
+        .map(Placeholder::Template)
+        .or_else(|| has_runs(value).then_some(Placeholder::Runs))
+}
+
+/// Which whole-value template check `value` fails, if any.
+fn template_reason(value: &[u8]) -> Option<&'static str> {
     if value.is_empty() {
         return Some("empty");
     }
@@ -176,11 +213,11 @@ fn placeholder_reason(value: &[u8]) -> Option<&'static str> {
     if names_a_credential(value) {
         return Some("names a credential");
     }
-    if has_runs(value) {
-        return Some("runs");
-    }
     if is_periodic(value) {
         return Some("periodic");
+    }
+    if repeats_after_prefix(value) {
+        return Some("repeated body");
     }
     None
 }
@@ -297,6 +334,39 @@ fn is_periodic(value: &[u8]) -> bool {
     (1..=8usize)
         .filter(|p| n >= 3 * p)
         .any(|p| (p..n).all(|i| value[i].eq_ignore_ascii_case(&value[i - p])))
+}
+
+/// A provider prefix followed by nothing but repetition: one character or a short unit from
+/// somewhere in the first third of the value to its end (`ghp_000000…`, `AKIAAAAAAAAAAAAAAAAA`,
+/// `ghp_abc123abc123…`), or every alphanumeric segment after the first repeating one unit of
+/// its own, covering at least half of the value (`xoxb-1111111111-2222222222-aaaaaaaaaaaa`).
+fn repeats_after_prefix(value: &[u8]) -> bool {
+    let n = value.len();
+    if n < 12 {
+        return false;
+    }
+    if (1..=n / 3).any(|k| value.len() - k >= 12 && is_periodic(&value[k..])) {
+        return true;
+    }
+    let mut segments = value
+        .split(|b| !b.is_ascii_alphanumeric())
+        .filter(|s| !s.is_empty());
+    if segments.next().is_none() {
+        return false;
+    }
+    let (mut count, mut covered) = (0usize, 0usize);
+    for seg in segments {
+        let repeated = seg.len() >= 3
+            && (1..=8usize)
+                .filter(|p| seg.len() >= 3 * p)
+                .any(|p| (p..seg.len()).all(|i| seg[i].eq_ignore_ascii_case(&seg[i - p])));
+        if !repeated {
+            return false;
+        }
+        count += 1;
+        covered += seg.len();
+    }
+    count > 0 && covered * 2 >= n
 }
 
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
@@ -952,6 +1022,46 @@ mod tests {
         );
         assert_eq!(placeholder_reason(b"${API_TOKEN}"), Some("template part"));
         assert_eq!(placeholder_reason(b"q8Fz2LwX0pVn7RkYt3Hs"), None);
+    }
+
+    #[test]
+    fn runs_are_the_only_soft_objection() {
+        // A run inside an otherwise random value: only runs object.
+        assert_eq!(
+            placeholder(b"xoxb-5111111114-2948571038475-q8Fz2LwX0pVn7RkYt3HsQ9vX"),
+            Some(Placeholder::Runs)
+        );
+        assert_eq!(
+            placeholder(b"q8Fz2LwXabcdefRkYt3Hs"),
+            Some(Placeholder::Runs)
+        );
+        // Whole-value templates are never only runs, even when they also hold runs.
+        let ghp_one_char = format!("ghp_{}", "a".repeat(36));
+        let ghp_unit = format!("ghp_{}", "q8Fz2L".repeat(6));
+        let akia = format!("AKIA{}", "A".repeat(16));
+        let slack = format!("xoxb-1111111111-2222222222-{}", "a".repeat(24));
+        for (v, reason) in [
+            ("aaaaaaaaaaaaaaaaaaaa", "periodic"),
+            ("abc123abc123abc123", "periodic"),
+            (ghp_one_char.as_str(), "repeated body"),
+            (ghp_unit.as_str(), "repeated body"),
+            (akia.as_str(), "repeated body"),
+            (slack.as_str(), "repeated body"),
+            ("sk-xxxxxxxxxxxxxxxx", "template part"),
+            ("sk_live_your_api_key_111111", "template part"),
+            ("${TOKEN_111111}", "template part"),
+        ] {
+            assert_eq!(
+                placeholder(v.as_bytes()),
+                Some(Placeholder::Template(reason)),
+                "{v}"
+            );
+        }
+        // A repeated segment beside random ones is not a repeated body.
+        assert_eq!(
+            placeholder(b"xoxb-1111111111-2948571038475-q8Fz2LwX0pVn7RkYt3HsQ9vX"),
+            Some(Placeholder::Runs)
+        );
     }
 
     #[test]

@@ -206,15 +206,18 @@ fn peer_corpus_accuracy() {
 
     // Floors: what the builtin rules reach (2026-12-06), rounded down a little; ceilings on
     // flagged negatives rounded up a little. Raise them when rules improve; never lower them to
-    // hide a regression, and never special-case a sample to pass them.
+    // hide a regression, and never special-case a sample to pass them. The flagged ceilings
+    // rose on 2026-12-06 by decision: a distinctive provider format whose only stop-list
+    // objection is a run (`111111`) is reported at low confidence instead of dropped, and a
+    // few peer negatives are such values (`rules/README.md`, Filters).
     // (file, min recall, max share of negatives flagged, min recall with valid checksums only)
     let floors: &[(&str, f64, f64, f64)] = &[
-        ("ALL", 0.825, 0.12, 0.82),
-        ("gitleaks", 0.81, 0.11, 0.81),
+        ("ALL", 0.835, 0.13, 0.835),
+        ("gitleaks", 0.84, 0.13, 0.84),
         ("gitleaks_generated", 0.99, 0.06, 0.99),
-        ("kingfisher", 0.385, 0.05, 0.38),
-        ("noseyparker", 0.72, 0.20, 0.72),
-        ("titus", 0.63, 0.105, 0.63),
+        ("kingfisher", 0.415, 0.05, 0.41),
+        ("noseyparker", 0.735, 0.21, 0.73),
+        ("titus", 0.655, 0.11, 0.655),
     ];
     for (name, min_recall, max_flagged, min_strict) in floors {
         let Some([a, b]) = (if *name == "ALL" {

@@ -124,6 +124,18 @@ pub fn slack_bot(seed: u64) -> String {
         r.string(ALNUM, 24)
     )
 }
+/// A Slack bot token whose team id holds a run of six `1`s (real ids such as `511111111`
+/// do): the stop-list objects to the run, so it is reported at low confidence.
+pub fn slack_bot_with_run(seed: u64) -> String {
+    let mut r = Rng::new(seed);
+    format!(
+        "xoxb-{}111111{}-{}-{}",
+        r.string(b"23456789", 1),
+        r.string(b"23456789", 4),
+        r.string(b"123456789", 13),
+        r.string(ALNUM, 24)
+    )
+}
 pub fn stripe_live(seed: u64) -> String {
     format!("sk_live_{}", Rng::new(seed).string(ALNUM, 99))
 }
@@ -201,6 +213,7 @@ pub fn expand(template: &str, seed: u64) -> String {
             "openai" => openai_project_key(s),
             "anthropic" => anthropic_key(s),
             "slack_bot" => slack_bot(s),
+            "slack_bot_with_run" => slack_bot_with_run(s),
             "stripe_live" => stripe_live(s),
             "google_api_key" => google_api_key(s),
             "hf" => hf_token(s),
