@@ -248,7 +248,13 @@ impl Engine {
         // Windows around hits of rules not anchored at their keywords, and the positions in
         // them where a match may start (for rules where those are known).
         let mut windows: Vec<(usize, usize, usize)> = Vec::new();
-        let mut starts: Vec<(usize, usize)> = Vec::new();
+        // The window of each rule that later hits may still extend (hits come in order, so
+        // most windows of a rule overlap the previous one): `windows` gets fewer entries to
+        // sort.
+        let mut open: Vec<(usize, usize, usize)> = Vec::new();
+        // Per rule (indexed by rule once the first is added): the positions where a match may
+        // start, mostly in increasing order already.
+        let mut starts: Vec<Vec<usize>> = Vec::new();
         // Recent anchored attempts, so overlapping keywords of one rule (`pass`, `password`)
         // do not run the same search twice.
         let mut recent: [(usize, usize); 8] = [(usize::MAX, usize::MAX); 8];
@@ -286,15 +292,24 @@ impl Engine {
                 } else {
                     let start = hit.end.saturating_sub(rule.max_len);
                     let end = hay.len().min(hit.start + rule.max_len);
-                    windows.push((ri, start, end));
+                    add_window(&mut open, &mut windows, (ri, start, end));
                     for &o in &a.starts {
-                        if let Some(p) = hit.start.checked_sub(o) {
-                            starts.push((ri, p));
+                        let Some(p) = hit.start.checked_sub(o) else {
+                            continue;
+                        };
+                        if starts.is_empty() {
+                            starts.resize_with(self.rules.len(), Vec::new);
+                        }
+                        if let Some(list) = starts.get_mut(ri)
+                            && list.last() != Some(&p)
+                        {
+                            list.push(p);
                         }
                     }
                 }
             }
         });
+        windows.append(&mut open);
         if !windows.is_empty() {
             self.search_windows(hay, &mut windows, &mut starts, &mut candidates);
         }
@@ -321,20 +336,25 @@ impl Engine {
         &self,
         hay: &[u8],
         windows: &mut [(usize, usize, usize)],
-        starts: &mut Vec<(usize, usize)>,
+        starts: &mut [Vec<usize>],
         candidates: &mut Vec<Candidate>,
     ) {
-        starts.sort_unstable();
-        starts.dedup();
+        for list in starts.iter_mut() {
+            if !list.is_sorted() {
+                list.sort_unstable();
+            }
+            list.dedup();
+        }
         for (ri, start, end) in merged_windows(windows) {
             let Some(rule) = self.rules.get(ri) else {
                 continue;
             };
             if self.starts_known.get(ri).copied().unwrap_or(false) {
                 let mut at = start;
-                let from = starts.partition_point(|&s| s < (ri, start));
-                for &(r, p) in starts.get(from..).unwrap_or_default() {
-                    if r != ri || p >= end {
+                let list = starts.get(ri).map(Vec::as_slice).unwrap_or_default();
+                let from = list.partition_point(|&p| p < start);
+                for &p in list.get(from..).unwrap_or_default() {
+                    if p >= end {
                         break;
                     }
                     if p < at || !self.may_match(ri, hay, p, end) {
@@ -355,6 +375,25 @@ impl Engine {
                 candidates,
             );
         }
+    }
+}
+
+/// Adds window `w` = `(rule, start, end)` to the rule's open window in `open` if they overlap
+/// or touch (as [`merged_windows`] would merge them), else moves the open window to `windows`
+/// and opens `w`.
+fn add_window(
+    open: &mut Vec<(usize, usize, usize)>,
+    windows: &mut Vec<(usize, usize, usize)>,
+    w: (usize, usize, usize),
+) {
+    let (ri, start, end) = w;
+    match open.iter_mut().find(|o| o.0 == ri) {
+        Some(o) if start <= o.2 && o.1 <= end => {
+            o.1 = o.1.min(start);
+            o.2 = o.2.max(end);
+        }
+        Some(o) => windows.push(std::mem::replace(o, w)),
+        None => open.push(w),
     }
 }
 
@@ -846,6 +885,27 @@ mod tests {
                 0..400
             ),
         ]
+    }
+
+    proptest! {
+        /// Windows merged into the open window of their rule as they come, then sorted and
+        /// merged, are the windows that sorting and merging all of them gives.
+        #[test]
+        fn open_windows_merge_like_sorted_windows(
+            ws in prop::collection::vec((0usize..3, 0usize..200, 0usize..60), 0..40),
+        ) {
+            let ws: Vec<(usize, usize, usize)> =
+                ws.into_iter().map(|(r, s, l)| (r, s, s + l)).collect();
+            let mut all = ws.clone();
+            let expected: Vec<_> = merged_windows(&mut all).collect();
+            let (mut open, mut windows) = (Vec::new(), Vec::new());
+            for w in ws {
+                add_window(&mut open, &mut windows, w);
+            }
+            windows.append(&mut open);
+            let got: Vec<_> = merged_windows(&mut windows).collect();
+            prop_assert_eq!(got, expected);
+        }
     }
 
     proptest! {

@@ -5,14 +5,20 @@
 //! searcher applies (Teddy's buckets saturate past ~64 literals) and an automaton walks every
 //! byte through a table too big for L1. Here each position costs a shift, one multiply, a
 //! shift and one byte load: the hash of its case-folded first three bytes indexes a 64 KiB
-//! table of keyword trigrams (keywords are at least three bytes). Positions are hashed 16 at a
-//! time from three 8-byte loads with no dependency from one position to the next, and a block
-//! of 16 with no entry set (the common case) costs one branch. Only the rare positions whose
-//! entry is set are checked exactly: their folded first four bytes select a short bucket of
-//! candidate keywords, each compared in full.
+//! table of keyword trigrams (keywords are at least three bytes). Positions are hashed 8 at a
+//! time from two 8-byte loads with no dependency from one position to the next, and a block
+//! of 8 with no entry set (the common case) costs one branch. In a block that has one (one
+//! block in seven or eight in source code and logs: `ion` of every `function` is the trigram
+//! of `ion_`), the positions with an entry are hashed again and their folded first four bytes
+//! select a verification bucket by trigram hash and by a class of the fourth byte, so that
+//! `ion(` is not compared with `ion_`, nor `api ` with `api-`, `api_key` and `apikey`. Each
+//! keyword in the bucket is compared in full, eight bytes at a time. (With blocks of 16, about
+//! one block in four has an entry and costs 16 hashes again: more than the extra branches of
+//! blocks of 8.)
 
 use regex_automata::dfa::{Automaton, StartKind, dense};
 use regex_automata::nfa::thompson;
+use regex_automata::util::primitives::StateID;
 use regex_automata::{Anchored, Input, MatchKind};
 use regex_syntax::hir::{Class, Hir, HirKind, Repetition};
 
@@ -25,15 +31,47 @@ const FOLD64: u64 = 0x2020_2020_2020_2020;
 const MUL: u32 = 0x9E37_79B1;
 /// Entries in the trigram table (the hash is 16 bits).
 const TABLE_LEN: usize = 1 << 16;
-/// Verification buckets: the top bits of the 16-bit hash.
+/// Verification buckets: the top bits of the 16-bit hash, and the class of the fourth byte
+/// (see [`class_of`]; a 3-byte keyword is in the buckets of all classes).
 const BUCKET_SHIFT: u32 = 6;
-const BUCKETS: usize = TABLE_LEN >> BUCKET_SHIFT;
-/// Positions hashed per step of the main loop, and the bytes a step reads.
-const BLOCK: usize = 16;
-const BLOCK_READ: usize = 20;
+const CLASSES: usize = 8;
+const BUCKETS: usize = (TABLE_LEN >> BUCKET_SHIFT) * CLASSES;
+/// Positions hashed per step of the main loop, and the bytes a step reads (and its
+/// verification: the fourth byte of the last position).
+const BLOCK: usize = 8;
+const BLOCK_READ: usize = 14;
 /// Stands in for bytes past the end of the input: folds to a non-ASCII byte, which no keyword
 /// contains.
 const PAST_END: u8 = 0x80;
+
+/// The class of a (folded) byte that follows a keyword's first three bytes, as a one-bit mask:
+/// `CLASS_BIT[b]` is `1 << class_of(b)`. The 256 bytes (128 after folding) are spread over 8
+/// classes by a multiplicative hash, so that the fourth bytes of keywords (`_`, `-`, `.`,
+/// letters) and the bytes that commonly follow their trigrams in text often differ.
+static CLASS_BIT: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = 1 << class_of(b as u8);
+        b += 1;
+    }
+    t
+};
+
+/// Table value for a trigram that a 3-byte keyword starts with: any fourth byte will do.
+const ANY_CLASS: u8 = 0xFF;
+
+/// The class (0 to 7) of byte `b`, the same for both cases of a letter.
+#[inline(always)]
+const fn class_of(b: u8) -> usize {
+    ((b | 0x20) as u32).wrapping_mul(MUL) as usize >> 29
+}
+
+/// The verification bucket of a position whose first four bytes, folded, are `folded`.
+#[inline(always)]
+fn bucket_of(folded: u32) -> usize {
+    ((hash(folded) >> BUCKET_SHIFT) * CLASSES) | class_of((folded >> 24) as u8)
+}
 
 /// Shortest keyword the prefilter accepts.
 pub(crate) const MIN_KEYWORD_LEN: usize = 3;
@@ -54,22 +92,42 @@ pub(crate) struct Hit {
 }
 
 /// One keyword in a verification bucket: its folded first four bytes (three for 3-byte
-/// keywords, under `mask`) and its index.
+/// keywords, under `mask`), its index and length, and where its [`Chunk`]s are.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     mask: u32,
     folded: u32,
     keyword: usize,
+    len: usize,
+    /// `chunks[chunks_at..chunks_at + len.div_ceil(8)]`.
+    chunks_at: usize,
+}
+
+/// Eight bytes of a keyword, for an exact ASCII case-insensitive comparison with eight bytes
+/// of input `h` at once: they match when `(h & keep) | fold == lower`. `lower` holds the
+/// keyword's bytes lowercased, `fold` has bit 5 set where the keyword has a letter (the only
+/// bytes equal to a lowercase letter with bit 5 set are that letter and its uppercase), and
+/// `keep` is `0xFF` for each byte of the keyword (bytes past its end are zero in all three).
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    lower: u64,
+    fold: u64,
+    keep: u64,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct KeywordIndex {
+    /// The keywords, for tests that compare with a naive search.
+    #[cfg(test)]
     keywords: Vec<Vec<u8>>,
-    /// 1 where some keyword's folded first three bytes hash, else 0.
+    /// Where some keyword's folded first three bytes hash: the [`CLASS_BIT`]s of the fourth
+    /// bytes of those keywords ([`ANY_CLASS`] for a 3-byte keyword). 0 elsewhere.
     table: Box<[u8; TABLE_LEN]>,
-    /// `entries[starts[b]..starts[b + 1]]` are the keywords whose trigram hash has top bits `b`.
+    /// `entries[starts[b]..starts[b + 1]]` are the keywords of bucket `b` (see [`bucket_of`]),
+    /// in keyword order.
     starts: Box<[u32; BUCKETS + 1]>,
     entries: Vec<Entry>,
+    chunks: Vec<Chunk>,
 }
 
 impl KeywordIndex {
@@ -78,6 +136,7 @@ impl KeywordIndex {
     pub(crate) fn new(keywords: Vec<Vec<u8>>) -> Self {
         let mut table = Box::new([0u8; TABLE_LEN]);
         let mut keyed: Vec<(usize, Entry)> = Vec::new();
+        let mut chunks = Vec::new();
         for (i, k) in keywords.iter().enumerate() {
             let (mask, folded) = match k.as_slice() {
                 [a, b, c] => (0x00FF_FFFF, u32::from_le_bytes([*a, *b, *c, 0]) | FOLD),
@@ -85,15 +144,38 @@ impl KeywordIndex {
                 _ => continue,
             };
             let h = hash(folded);
-            table[h] = 1;
-            keyed.push((
-                h >> BUCKET_SHIFT,
-                Entry {
-                    mask,
-                    folded: folded & mask,
-                    keyword: i,
-                },
-            ));
+            table[h] |= match k.get(3) {
+                Some(&d) => CLASS_BIT[usize::from(d)],
+                None => ANY_CLASS,
+            };
+            let chunks_at = chunks.len();
+            for part in k.chunks(8) {
+                let (mut lower, mut fold, mut keep) = ([0u8; 8], [0u8; 8], [0u8; 8]);
+                for (j, &b) in part.iter().enumerate() {
+                    lower[j] = b.to_ascii_lowercase();
+                    fold[j] = if b.is_ascii_alphabetic() { 0x20 } else { 0 };
+                    keep[j] = 0xFF;
+                }
+                chunks.push(Chunk {
+                    lower: u64::from_le_bytes(lower),
+                    fold: u64::from_le_bytes(fold),
+                    keep: u64::from_le_bytes(keep),
+                });
+            }
+            let entry = Entry {
+                mask,
+                folded: folded & mask,
+                keyword: i,
+                len: k.len(),
+                chunks_at,
+            };
+            if k.len() == 3 {
+                // Any fourth byte.
+                let first = (h >> BUCKET_SHIFT) * CLASSES;
+                keyed.extend((first..first + CLASSES).map(|b| (b, entry)));
+            } else {
+                keyed.push((bucket_of(folded), entry));
+            }
         }
         keyed.sort_by_key(|(b, e)| (*b, e.keyword));
         let mut starts = Box::new([0u32; BUCKETS + 1]);
@@ -104,10 +186,12 @@ impl KeywordIndex {
             starts[b + 1] += starts[b];
         }
         Self {
+            #[cfg(test)]
             keywords,
             table,
             starts,
             entries: keyed.into_iter().map(|(_, e)| e).collect(),
+            chunks,
         }
     }
 
@@ -122,22 +206,22 @@ impl KeywordIndex {
                 b.copy_from_slice(&block[at..at + 8]);
                 u64::from_le_bytes(b)
             };
-            // Three loads cover the trigrams at the 16 offsets.
-            let (a, b, c) = (word(0), word(6), word(12));
-            let (af, bf, cf) = (a | FOLD64, b | FOLD64, c | FOLD64);
+            // Two loads cover the trigrams at the 8 offsets.
+            let (af, bf) = (word(0) | FOLD64, word(6) | FOLD64);
             let mut any = 0u8;
             for k in 0..BLOCK {
-                any |= table[hash(block_word(af, bf, cf, k))];
+                any |= table[hash(block_word(af, bf, k))];
             }
             if any != 0 {
-                self.verify_block(hay, i, [af, bf, cf], &mut f);
+                self.verify_block(hay, i, [af, bf], &mut f);
             }
             i += BLOCK;
         }
         // The last positions, one at a time, with missing bytes past the end.
         for i in i..hay.len() {
-            if table[hash(first_four(hay, i) | FOLD)] != 0 {
-                self.verify(hay, i, &mut f);
+            let folded = first_four(hay, i) | FOLD;
+            if table[hash(folded)] & CLASS_BIT[(folded >> 24) as usize] != 0 {
+                self.verify(hay, i, folded, &mut f);
             }
         }
     }
@@ -151,24 +235,40 @@ impl KeywordIndex {
     /// Reports the keywords that start in the block of [`BLOCK`] positions at `i` (out of line,
     /// so the hashes of the main loop stay in registers).
     #[inline(never)]
-    fn verify_block(&self, hay: &[u8], i: usize, [a, b, c]: [u64; 3], f: &mut impl FnMut(Hit)) {
-        // Table entries are 0 or 1.
+    fn verify_block(&self, hay: &[u8], i: usize, [a, b]: [u64; 2], f: &mut impl FnMut(Hit)) {
+        let Some(block) = hay
+            .get(i..i + BLOCK_READ)
+            .and_then(|s| <&[u8; BLOCK_READ]>::try_from(s).ok())
+        else {
+            return;
+        };
+        // The positions whose trigram has an entry (a non-empty set of fourth-byte classes).
         let mut mask = 0u32;
         for k in 0..BLOCK {
-            mask |= u32::from(self.table[hash(block_word(a, b, c, k))]) << k;
+            mask |= u32::from(self.table[hash(block_word(a, b, k))] != 0) << k;
         }
         while mask != 0 {
             let k = mask.trailing_zeros() as usize;
             mask &= mask - 1;
-            self.verify(hay, i + k, f);
+            // `BLOCK_READ` covers the fourth byte of the block's last position.
+            let (Some(&b0), Some(&b1), Some(&b2), Some(&b3)) = (
+                block.get(k),
+                block.get(k + 1),
+                block.get(k + 2),
+                block.get(k + 3),
+            ) else {
+                continue;
+            };
+            let folded = u32::from_le_bytes([b0, b1, b2, b3]) | FOLD;
+            self.verify(hay, i + k, folded, f);
         }
     }
 
-    /// Reports the keywords that start at `i`.
+    /// Reports the keywords that start at `i`, whose first four bytes (with [`PAST_END`] past
+    /// the end), folded, are `folded`.
     #[inline(always)]
-    fn verify(&self, hay: &[u8], i: usize, f: &mut impl FnMut(Hit)) {
-        let folded = first_four(hay, i) | FOLD;
-        let bucket = hash(folded) >> BUCKET_SHIFT;
+    fn verify(&self, hay: &[u8], i: usize, folded: u32, f: &mut impl FnMut(Hit)) {
+        let bucket = bucket_of(folded);
         let (Some(&from), Some(&to)) = (self.starts.get(bucket), self.starts.get(bucket + 1))
         else {
             return;
@@ -177,21 +277,49 @@ impl KeywordIndex {
             return;
         };
         for e in entries {
-            if folded & e.mask != e.folded {
-                continue;
-            }
-            let Some(kw) = self.keywords.get(e.keyword) else {
-                continue;
-            };
-            let end = i + kw.len();
-            if hay.get(i..end).is_some_and(|s| s.eq_ignore_ascii_case(kw)) {
+            if folded & e.mask == e.folded && self.matches_at(hay, i, e) {
                 f(Hit {
                     keyword: e.keyword,
                     start: i,
-                    end,
+                    end: i + e.len,
                 });
             }
         }
+    }
+
+    /// Whether the keyword of `e` occurs at `i` (ASCII case-insensitively).
+    #[inline(always)]
+    fn matches_at(&self, hay: &[u8], i: usize, e: &Entry) -> bool {
+        let words = e.len.div_ceil(8);
+        let Some(chunks) = self.chunks.get(e.chunks_at..e.chunks_at + words) else {
+            return false;
+        };
+        if hay.len() >= i + 8 * words {
+            // Whole words can be read: compare eight bytes at a time.
+            for (j, c) in chunks.iter().enumerate() {
+                let at = i + 8 * j;
+                let Some(w) = hay
+                    .get(at..at + 8)
+                    .and_then(|w| <[u8; 8]>::try_from(w).ok())
+                else {
+                    return false;
+                };
+                if ((u64::from_le_bytes(w) & c.keep) | c.fold) != c.lower {
+                    return false;
+                }
+            }
+            return true;
+        }
+        // Near the end of the input: byte by byte.
+        let Some(s) = hay.get(i..i + e.len) else {
+            return false;
+        };
+        s.iter().enumerate().all(|(j, &h)| {
+            let (lower, fold) = chunks.get(j / 8).map_or((0, 0), |c| {
+                (c.lower >> (8 * (j % 8)), c.fold >> (8 * (j % 8)))
+            });
+            (h | fold as u8) == lower as u8
+        })
     }
 }
 
@@ -205,6 +333,10 @@ impl KeywordIndex {
 #[derive(Debug, Clone)]
 pub(crate) struct Precheck {
     dfa: dense::DFA<Vec<u32>>,
+    /// The anchored start state, which is the same at every position because the relaxed
+    /// pattern has no look-behind (`None` if the DFA says otherwise: it is then computed per
+    /// position).
+    start: Option<StateID>,
 }
 
 /// Counted repetitions with a larger maximum are relaxed, keeping at most this minimum (tried
@@ -240,7 +372,8 @@ impl Precheck {
                 )
                 .build_from_nfa(&nfa)
                 .ok()?;
-            Some(Self { dfa })
+            let start = dfa.universal_start_state(Anchored::Yes);
+            Some(Self { dfa, start })
         })
     }
 
@@ -249,9 +382,15 @@ impl Precheck {
         let Some(bytes) = hay.get(start..end) else {
             return true;
         };
-        let input = Input::new(hay).range(start..end).anchored(Anchored::Yes);
-        let Ok(mut sid) = self.dfa.start_state_forward(&input) else {
-            return true;
+        let mut sid = match self.start {
+            Some(sid) => sid,
+            None => {
+                let input = Input::new(hay).range(start..end).anchored(Anchored::Yes);
+                let Ok(sid) = self.dfa.start_state_forward(&input) else {
+                    return true;
+                };
+                sid
+            }
         };
         for &b in bytes {
             sid = self.dfa.next_state(sid, b);
@@ -464,14 +603,13 @@ fn class_members(class: &Class) -> Option<Vec<u8>> {
     (!out.is_empty()).then_some(out)
 }
 
-/// The (at least three) bytes at offset `k` of a block loaded as three words at offsets 0, 6
-/// and 12.
+/// The (at least three) bytes at offset `k` (below [`BLOCK`]) of a block loaded as two words
+/// at offsets 0 and 6.
 #[inline(always)]
-fn block_word(a: u64, b: u64, c: u64, k: usize) -> u32 {
+fn block_word(a: u64, b: u64, k: usize) -> u32 {
     match k {
         0..6 => (a >> (8 * k)) as u32,
-        6..12 => (b >> (8 * (k - 6))) as u32,
-        _ => (c >> (8 * (k - 12))) as u32,
+        _ => (b >> (8 * (k - 6))) as u32,
     }
 }
 
@@ -533,7 +671,99 @@ mod tests {
         assert_eq!(hits(&index, &long), naive(&kws, &long));
     }
 
+    fn index_of(kws: &[&str]) -> (KeywordIndex, Vec<Vec<u8>>) {
+        let kws: Vec<Vec<u8>> = kws.iter().map(|s| s.as_bytes().to_vec()).collect();
+        (KeywordIndex::new(kws.clone()), kws)
+    }
+
+    #[test]
+    fn finds_keywords_at_every_offset_and_at_the_ends() {
+        // Keywords sharing a trigram (one 3-byte, others in different fourth-byte buckets),
+        // longer than one and two 8-byte words, placed at every offset of buffers of every
+        // length around the block size, so that they start and end in the block loop, in the
+        // one-at-a-time tail and at the very end of the input.
+        let (index, kws) = index_of(&[
+            "key",
+            "key_",
+            "key=",
+            "key-id",
+            "secret_access_key",
+            "abskqmvkcm9jaxbzzwn",
+            "://",
+        ]);
+        for kw in [
+            "KEY",
+            "kEy_",
+            "key=",
+            "Key-Id",
+            "SECRET_access_KEY",
+            "ABSKqmvkcm9jaxbzzwn",
+        ] {
+            for len in 0..2 * BLOCK_READ + kw.len() {
+                for at in 0..=len.saturating_sub(kw.len()) {
+                    let mut hay = vec![b'.'; len];
+                    let end = (at + kw.len()).min(len);
+                    hay[at..end].copy_from_slice(&kw.as_bytes()[..end - at]);
+                    assert_eq!(
+                        hits(&index, &hay),
+                        naive(&kws, &hay),
+                        "{kw} at {at} of {len}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn near_misses_are_not_hits() {
+        // Bytes that fold to the same value under `| 0x20` but are not case variants (`_` and
+        // DEL, `@` and `` ` ``, `[` and `{`, 0xC1 and 0xE1), and mismatches in the last byte
+        // of a long keyword, in a whole word and near the end of the input.
+        let (index, kws) = index_of(&["key_", "@pat", "[tok", "sk-", "secret_access_key"]);
+        for hay in [
+            &b"KEY\x7f key\x7f `pat `PAT {tok {TOK"[..],
+            b"s\xcb-  \xd3k-  secret_access_kez secret_access_keY",
+            b"xx secret_access_ke",
+            b"secret_access_kex",
+            b"\xe1\xc1key_\xff\x80@PAT\xc0[tok\xe0",
+        ] {
+            assert_eq!(hits(&index, hay), naive(&kws, hay), "{hay:?}");
+        }
+        assert_eq!(hits(&index, b"KEY\x7f `pat {tok").len(), 0);
+    }
+
+    #[test]
+    fn word_compare_matches_ignoring_ascii_case_only() {
+        // Every byte against every keyword byte class: a letter, a digit, punctuation.
+        let (index, kws) = index_of(&["abcdefghij", "a1_-z9.:~x"]);
+        for kw in &kws {
+            for pos in 0..kw.len() {
+                for b in 0..=255u8 {
+                    let mut hay = kw.clone();
+                    hay[pos] = b;
+                    hay.extend_from_slice(b"........");
+                    assert_eq!(hits(&index, &hay), naive(&kws, &hay), "byte {b} at {pos}");
+                    hay.truncate(kw.len());
+                    assert_eq!(hits(&index, &hay), naive(&kws, &hay), "byte {b} at {pos}");
+                }
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn agrees_with_a_naive_search_on_long_keywords_and_any_bytes(
+            kws in proptest::collection::vec("[a-cA-C_@`{\\[-]{3,20}", 1..10),
+            hay in proptest::collection::vec(
+                proptest::sample::select(b"abcABC_@`{[-\x7f\x80\xc1\xe1\xff .".to_vec()),
+                0..300,
+            ),
+        ) {
+            let kws: Vec<Vec<u8>> = kws.into_iter().map(|k| k.to_ascii_lowercase().into_bytes()).collect();
+            let index = KeywordIndex::new(kws.clone());
+            prop_assert_eq!(hits(&index, &hay), naive(&kws, &hay));
+        }
+
         #[test]
         fn agrees_with_a_naive_search(
             kws in proptest::collection::vec("[a-dA-D_:-]{3,6}", 1..12),
