@@ -144,7 +144,7 @@ PIDS+=("$UP_PID")
 # ---------------------------------------------------------------- sequester (two data dirs)
 # seq-full: the default audit (fsync before injecting); seq-normal: [audit] sync = "normal".
 export SEQUESTER_LOG=warn
-declare -A SQ_PID SQ_PROXY SQ_CA SQ_KEY SQ_TOKEN
+declare -A SQ_PID SQ_PROXY SQ_CA SQ_KEY SQ_TOKEN SQ_GATEWAY
 start_sequester() { # variant
   local v=$1 dir="$WORK/$1" out err cfg=() addr="" ca="" i
   mkdir -p "$dir"
@@ -177,6 +177,7 @@ start_sequester() { # variant
   [[ -f $ca ]] || { echo "run.sh: sequester ($v) CA $ca not found" >&2; exit 1; }
   SQ_PROXY[$v]=$addr
   SQ_CA[$v]=$ca
+  SQ_GATEWAY[$v]=$(grep '"event":"ready"' "$out" | head -1 | jq -r '.listen') # serves /metrics
   unset SEQUESTER_DATA_DIR
 }
 start_sequester seq-full
@@ -309,6 +310,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
     measure $run "$r"
   done
 done
+
+for v in seq-full seq-normal; do printf '%-10s ' "$v"; audit_summary "http://${SQ_GATEWAY[$v]}/metrics"; done
 
 # ---------------------------------------------------------------- summarise
 median_of() { # target mode field (1-based, as in RES)
