@@ -141,19 +141,17 @@ impl Cli {
     ) -> Vec<serde_json::Value> {
         let mut all = vec!["receipts"];
         all.extend_from_slice(args);
-        let start = Instant::now();
-        loop {
-            let rows = self.json(&all, None);
-            let rows = rows.as_array().cloned().unwrap_or_default();
-            if ready(&rows) {
-                return rows;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "timed out waiting for {what}; the receipts: {rows:#?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        poll(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            what,
+            || {
+                let rows = self.json(&all, None);
+                rows.as_array().cloned().unwrap_or_default()
+            },
+            |rows| ready(rows),
+            |rows| format!("; the receipts: {rows:#?}"),
+        )
     }
 
     /// Runs a `--json` command that must fail with `code` and exit status `status`.
@@ -267,14 +265,40 @@ pub fn find_in_files(dir: &Path, needles: &[Vec<u8>]) -> Vec<String> {
 }
 
 /// Polls `check` until it returns `Some`, or panics after `deadline`.
-pub fn wait_for<T>(deadline: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(deadline: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    let ready = poll(
+        deadline,
+        Duration::from_millis(20),
+        what,
+        check,
+        Option::is_some,
+        |_| String::new(),
+    );
+    ready.expect("poll returns only a state it accepted")
+}
+
+/// Observes every `period` until `ready` accepts what `observe` returned, or panics after
+/// `deadline` naming `what` and, through `describe`, the last state seen.
+fn poll<S>(
+    deadline: Duration,
+    period: Duration,
+    what: &str,
+    mut observe: impl FnMut() -> S,
+    mut ready: impl FnMut(&S) -> bool,
+    describe: impl Fn(&S) -> String,
+) -> S {
     let start = Instant::now();
     loop {
-        if let Some(v) = check() {
-            return v;
+        let state = observe();
+        if ready(&state) {
+            return state;
         }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            start.elapsed() < deadline,
+            "timed out waiting for {what}{}",
+            describe(&state)
+        );
+        std::thread::sleep(period);
     }
 }
 
