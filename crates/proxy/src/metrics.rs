@@ -132,8 +132,7 @@ impl Metrics {
     ) -> String {
         let mut out = String::new();
         self.with(|m| {
-            let _ = writeln!(out, "# HELP sequester_requests_total Data-plane requests by service, decision, denial code and status.");
-            let _ = writeln!(out, "# TYPE sequester_requests_total counter");
+            header(&mut out, "sequester_requests_total", "counter", "Data-plane requests by service, decision, denial code and status.");
             for (service, stats) in &m.services {
                 let service = escape(service);
                 for ((decision, code, status), n) in &stats.requests {
@@ -149,58 +148,82 @@ impl Metrics {
                 ("sequester_request_duration_seconds", "Time from request to the end of the response.", false),
                 ("sequester_upstream_duration_seconds", "Time from sending upstream to the response headers.", true),
             ] {
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} histogram");
+                header(&mut out, name, "histogram", help);
                 for (service, stats) in &m.services {
                     let h = if upstream { &stats.upstream } else { &stats.latency };
                     if h.count == 0 {
                         continue;
                     }
-                    let service = escape(service);
-                    for (le, c) in BUCKETS.iter().zip(&h.counts) {
-                        let _ = writeln!(out, "{name}_bucket{{service=\"{service}\",le=\"{le}\"}} {c}");
-                    }
-                    let _ = writeln!(out, "{name}_bucket{{service=\"{service}\",le=\"+Inf\"}} {}", h.count);
-                    let _ = writeln!(out, "{name}_sum{{service=\"{service}\"}} {}", h.sum);
-                    let _ = writeln!(out, "{name}_count{{service=\"{service}\"}} {}", h.count);
+                    let labels = format!("service=\"{}\"", escape(service));
+                    histogram(&mut out, name, &labels, BUCKETS.iter().zip(&h.counts), h.sum, h.count);
                 }
             }
-            let _ = writeln!(out, "# HELP sequester_audit_failures_total Receipts that could not be made durable (requests denied).");
-            let _ = writeln!(out, "# TYPE sequester_audit_failures_total counter");
+            header(&mut out, "sequester_audit_failures_total", "counter", "Receipts that could not be made durable (requests denied).");
             let _ = writeln!(out, "sequester_audit_failures_total {}", m.audit_failures);
-            let _ = writeln!(out, "# HELP sequester_snapshot_reloads_total Snapshot reloads, by outcome.");
-            let _ = writeln!(out, "# TYPE sequester_snapshot_reloads_total counter");
+            header(&mut out, "sequester_snapshot_reloads_total", "counter", "Snapshot reloads, by outcome.");
             let _ = writeln!(out, "sequester_snapshot_reloads_total{{outcome=\"ok\"}} {}", m.snapshot_reloads);
             let _ = writeln!(out, "sequester_snapshot_reloads_total{{outcome=\"failed\"}} {}", m.snapshot_failures);
         });
-        let _ = writeln!(
-            out,
-            "# HELP sequester_snapshot_age_seconds Seconds since the policy snapshot was loaded."
+        header(
+            &mut out,
+            "sequester_snapshot_age_seconds",
+            "gauge",
+            "Seconds since the policy snapshot was loaded.",
         );
-        let _ = writeln!(out, "# TYPE sequester_snapshot_age_seconds gauge");
         let _ = writeln!(
             out,
             "sequester_snapshot_age_seconds {}",
             snapshot_age.as_secs_f64()
         );
-        let _ = writeln!(
-            out,
-            "# HELP sequester_snapshot_change_counter Store change counter the snapshot reflects."
+        header(
+            &mut out,
+            "sequester_snapshot_change_counter",
+            "gauge",
+            "Store change counter the snapshot reflects.",
         );
-        let _ = writeln!(out, "# TYPE sequester_snapshot_change_counter gauge");
         let _ = writeln!(out, "sequester_snapshot_change_counter {snapshot_counter}");
         render_audit(&mut out, audit);
         out
     }
 }
 
+/// The `# HELP` and `# TYPE` lines of one metric.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// One histogram series: the cumulative count at each upper bound, `+Inf`, sum and count.
+/// `labels` is empty or the series' own labels (`service="openai"`), without braces.
+fn histogram<'a>(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    buckets: impl Iterator<Item = (impl std::fmt::Display, &'a u64)>,
+    sum: impl std::fmt::Display,
+    count: u64,
+) {
+    let (within, alone) = if labels.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (format!("{labels},"), format!("{{{labels}}}"))
+    };
+    for (le, c) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{{within}le=\"{le}\"}} {c}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{within}le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{alone} {sum}");
+    let _ = writeln!(out, "{name}_count{alone} {count}");
+}
+
 /// The receipt writer's commits: how many, how large, how long.
 fn render_audit(out: &mut String, audit: &AuditStatsSnapshot) {
-    let _ = writeln!(
+    header(
         out,
-        "# HELP sequester_audit_receipts_total Receipts committed, and those a request waited for (intents)."
+        "sequester_audit_receipts_total",
+        "counter",
+        "Receipts committed, and those a request waited for (intents).",
     );
-    let _ = writeln!(out, "# TYPE sequester_audit_receipts_total counter");
     let _ = writeln!(
         out,
         "sequester_audit_receipts_total{{durable=\"waited\"}} {}",
@@ -211,52 +234,62 @@ fn render_audit(out: &mut String, audit: &AuditStatsSnapshot) {
         "sequester_audit_receipts_total{{durable=\"queued\"}} {}",
         audit.receipts.saturating_sub(audit.durable)
     );
-    let _ = writeln!(
+    let name = "sequester_audit_commit_seconds";
+    header(
         out,
-        "# HELP sequester_audit_commit_seconds Time to commit one batch of receipts (group commit, fsync included)."
+        name,
+        "histogram",
+        "Time to commit one batch of receipts (group commit, fsync included).",
     );
-    let _ = writeln!(out, "# TYPE sequester_audit_commit_seconds histogram");
-    for (le, c) in COMMIT_BUCKETS.iter().zip(&audit.commit_le) {
-        let _ = writeln!(
-            out,
-            "sequester_audit_commit_seconds_bucket{{le=\"{le}\"}} {c}"
-        );
+    let buckets = COMMIT_BUCKETS.iter().zip(&audit.commit_le);
+    histogram(out, name, "", buckets, audit.commit_seconds, audit.batches);
+    let name = "sequester_audit_batch_receipts";
+    header(out, name, "histogram", "Receipts per committed batch.");
+    let buckets = BATCH_BUCKETS.iter().zip(&audit.batch_le);
+    histogram(out, name, "", buckets, audit.receipts, audit.batches);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_lines() {
+        let m = Metrics::default();
+        m.request("up", true, None, Some(200), Duration::from_millis(3));
+        m.upstream("up", Duration::from_millis(2));
+        let audit = AuditStatsSnapshot {
+            batches: 2,
+            receipts: 5,
+            durable: 3,
+            commit_seconds: 0.003,
+            commit_le: vec![0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 2, 2],
+            batch_le: vec![0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2],
+        };
+        let text = m.render(Duration::from_secs(1), 7, &audit);
+        for line in [
+            "# TYPE sequester_request_duration_seconds histogram",
+            "sequester_request_duration_seconds_bucket{service=\"up\",le=\"0.0025\"} 0",
+            "sequester_request_duration_seconds_bucket{service=\"up\",le=\"0.005\"} 1",
+            "sequester_request_duration_seconds_bucket{service=\"up\",le=\"+Inf\"} 1",
+            "sequester_request_duration_seconds_sum{service=\"up\"} 0.003",
+            "sequester_upstream_duration_seconds_count{service=\"up\"} 1",
+            "sequester_snapshot_change_counter 7",
+            "sequester_audit_receipts_total{durable=\"waited\"} 3",
+            "sequester_audit_receipts_total{durable=\"queued\"} 2",
+            "# TYPE sequester_audit_commit_seconds histogram",
+            "sequester_audit_commit_seconds_bucket{le=\"0.001\"} 1",
+            "sequester_audit_commit_seconds_bucket{le=\"+Inf\"} 2",
+            "sequester_audit_commit_seconds_sum 0.003",
+            "sequester_audit_commit_seconds_count 2",
+            "sequester_audit_batch_receipts_bucket{le=\"2\"} 1",
+            "sequester_audit_batch_receipts_sum 5",
+            "sequester_audit_batch_receipts_count 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
+        }
     }
-    let _ = writeln!(
-        out,
-        "sequester_audit_commit_seconds_bucket{{le=\"+Inf\"}} {}",
-        audit.batches
-    );
-    let _ = writeln!(
-        out,
-        "sequester_audit_commit_seconds_sum {}",
-        audit.commit_seconds
-    );
-    let _ = writeln!(
-        out,
-        "sequester_audit_commit_seconds_count {}",
-        audit.batches
-    );
-    let _ = writeln!(
-        out,
-        "# HELP sequester_audit_batch_receipts Receipts per committed batch."
-    );
-    let _ = writeln!(out, "# TYPE sequester_audit_batch_receipts histogram");
-    for (le, c) in BATCH_BUCKETS.iter().zip(&audit.batch_le) {
-        let _ = writeln!(
-            out,
-            "sequester_audit_batch_receipts_bucket{{le=\"{le}\"}} {c}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "sequester_audit_batch_receipts_bucket{{le=\"+Inf\"}} {}",
-        audit.batches
-    );
-    let _ = writeln!(out, "sequester_audit_batch_receipts_sum {}", audit.receipts);
-    let _ = writeln!(
-        out,
-        "sequester_audit_batch_receipts_count {}",
-        audit.batches
-    );
 }
