@@ -327,10 +327,12 @@ fn adjacent_runs(value: &[u8]) -> bool {
 
 /// A short unit repeated across the whole value (`abc123abc123abc123`).
 fn is_periodic(value: &[u8]) -> bool {
+    value.len() >= 12 && repeats_a_unit(value)
+}
+
+/// `value` is a unit of one to eight characters repeated at least three times (ignoring case).
+fn repeats_a_unit(value: &[u8]) -> bool {
     let n = value.len();
-    if n < 12 {
-        return false;
-    }
     (1..=8usize)
         .filter(|p| n >= 3 * p)
         .any(|p| (p..n).all(|i| value[i].eq_ignore_ascii_case(&value[i - p])))
@@ -356,11 +358,7 @@ fn repeats_after_prefix(value: &[u8]) -> bool {
     }
     let (mut count, mut covered) = (0usize, 0usize);
     for seg in segments {
-        let repeated = seg.len() >= 3
-            && (1..=8usize)
-                .filter(|p| seg.len() >= 3 * p)
-                .any(|p| (p..seg.len()).all(|i| seg[i].eq_ignore_ascii_case(&seg[i - p])));
-        if !repeated {
+        if !repeats_a_unit(seg) {
             return false;
         }
         count += 1;
