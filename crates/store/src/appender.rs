@@ -96,7 +96,7 @@ impl SqliteAppender {
         let len = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
         if len < self.restart_past {
             // Truncated (or removed) by another connection's checkpoint: grows from there.
-            self.restart_past = self.restart_past.min(len.max(limit));
+            self.restart_past = len.max(limit);
         }
         if len <= self.restart_past {
             return;

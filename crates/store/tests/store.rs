@@ -1137,15 +1137,42 @@ fn padded_receipt(tenant: &sequester_model::TenantId, i: i64) -> sequester_store
     }
 }
 
+/// A store and a second handle for receipts that leaves checkpoints to the caller, as the
+/// broker's receipt writer does; and the path of the write-ahead log.
+async fn store_with_manual_checkpoints(
+    dir: &std::path::Path,
+) -> (
+    DataDir,
+    sequester_store::SqliteStore,
+    sequester_store::SqliteStore,
+    sequester_model::TenantId,
+    std::path::PathBuf,
+) {
+    let (data, store, tenant) = init(dir).await;
+    let audit = store.reopen().await.unwrap();
+    audit.manual_checkpoints().await.unwrap();
+    let wal = data.root().join("sequester.db-wal");
+    (data, store, audit, tenant, wal)
+}
+
+/// The receipt chain holds exactly `n` records, numbered 1 to `n`, and its recorded head is
+/// the last of them.
+async fn assert_whole_chain(store: &sequester_store::SqliteStore, n: i64) {
+    let chain = store.receipt_chain(0, 5000).await.unwrap();
+    assert_eq!(chain.len(), usize::try_from(n).unwrap());
+    assert!(chain.iter().zip(1..).all(|(r, seq)| r.seq == seq));
+    assert_eq!(
+        store.receipt_head().await.unwrap().map(|(seq, _)| seq),
+        Some(n)
+    );
+}
+
 #[tokio::test]
 async fn the_receipt_appender_restarts_a_large_log_and_reuses_the_file() {
     use sequester_store::NewReceipt;
     let tmp = tempfile::tempdir().unwrap();
-    let (data, store, tenant) = init(tmp.path()).await;
-    let audit = store.reopen().await.unwrap();
-    audit.manual_checkpoints().await.unwrap();
+    let (_data, store, audit, tenant, wal) = store_with_manual_checkpoints(tmp.path()).await;
     audit.restart_wal_above(1024 * 1024);
-    let wal = data.root().join("sequester.db-wal");
     // No checkpointer and no automatic checkpoints: only the appender keeps the log in bounds.
     let mut appender = audit.receipt_appender().unwrap().unwrap();
     let mut largest = 0;
@@ -1170,13 +1197,7 @@ async fn the_receipt_appender_restarts_a_large_log_and_reuses_the_file() {
         "{restarts} restarts for about 5 MB of log"
     );
     drop(appender);
-    let chain = audit.receipt_chain(0, 5000).await.unwrap();
-    assert_eq!(chain.len(), 1200);
-    assert!(chain.iter().zip(1..).all(|(r, seq)| r.seq == seq));
-    assert_eq!(
-        audit.receipt_head().await.unwrap().map(|(seq, _)| seq),
-        Some(1200)
-    );
+    assert_whole_chain(&audit, 1200).await;
     audit.close().await;
     store.close().await;
 }
@@ -1184,11 +1205,8 @@ async fn the_receipt_appender_restarts_a_large_log_and_reuses_the_file() {
 #[tokio::test]
 async fn the_checkpointer_keeps_the_log_bounded_while_receipts_skip_checkpoints() {
     let tmp = tempfile::tempdir().unwrap();
-    let (data, store, tenant) = init(tmp.path()).await;
-    let audit = store.reopen().await.unwrap();
-    audit.manual_checkpoints().await.unwrap();
+    let (data, store, audit, tenant, wal) = store_with_manual_checkpoints(tmp.path()).await;
     let db = data.root().join("sequester.db");
-    let wal = data.root().join("sequester.db-wal");
     let receipt = |i: i64| padded_receipt(&tenant, i);
     // Without a checkpointer, the receipt connection lets the log grow past SQLite's
     // automatic checkpoint threshold (1000 pages).
@@ -1220,12 +1238,7 @@ async fn the_checkpointer_keeps_the_log_bounded_while_receipts_skip_checkpoints(
     // Writing goes on across checkpoints; the chain stays whole.
     audit.append_receipts(&[receipt(5000)]).await.unwrap();
     checkpointer.stop().await;
-    let chain = audit.receipt_chain(0, 5000).await.unwrap();
-    assert_eq!(chain.len(), 2001);
-    assert_eq!(
-        audit.receipt_head().await.unwrap().map(|(seq, _)| seq),
-        Some(2001)
-    );
+    assert_whole_chain(&audit, 2001).await;
     audit.close().await;
     store.close().await;
 }
