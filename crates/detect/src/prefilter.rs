@@ -4,17 +4,16 @@
 //! Why not Aho-Corasick or Teddy: with a few hundred case-insensitive keywords no SIMD literal
 //! searcher applies (Teddy's buckets saturate past ~64 literals) and an automaton walks every
 //! byte through a table too big for L1. Here each position costs a shift, one multiply, a
-//! shift and one byte load: the hash of its case-folded first three bytes indexes a 64 KiB
-//! table of keyword trigrams (keywords are at least three bytes). Positions are hashed 8 at a
-//! time from two 8-byte loads with no dependency from one position to the next, and a block
-//! of 8 with no entry set (the common case) costs one branch. In a block that has one (one
-//! block in seven or eight in source code and logs: `ion` of every `function` is the trigram
-//! of `ion_`), the positions with an entry are hashed again and their folded first four bytes
-//! select a verification bucket by trigram hash and by a class of the fourth byte, so that
-//! `ion(` is not compared with `ion_`, nor `api ` with `api-`, `api_key` and `apikey`. Each
-//! keyword in the bucket is compared in full, eight bytes at a time. (With blocks of 16, about
-//! one block in four has an entry and costs 16 hashes again: more than the extra branches of
-//! blocks of 8.)
+//! shift and two byte loads: the hash of its case-folded first three bytes indexes a 64 KiB
+//! table of keyword trigrams, whose entry is the set of classes of the bytes that follow the
+//! trigram in keywords (see [`class_of`]), and the class of the position's fourth byte must be
+//! in it (`ion_` is a keyword, the `ion(` of every `function(` does not get past this).
+//! Positions are hashed 8 at a time from two 8-byte loads with no dependency from one position
+//! to the next, and a block of 8 with no candidate (the common case) costs one branch. In a
+//! block that has one, the positions with a candidate are hashed again and their folded first
+//! four bytes select a verification bucket by trigram hash and fourth-byte class; each keyword
+//! in the bucket is compared in full, eight bytes at a time. (With blocks of 16, more blocks
+//! have a candidate and cost 16 hashes again: more than the extra branches of blocks of 8.)
 
 use regex_automata::dfa::{Automaton, StartKind, dense};
 use regex_automata::nfa::thompson;
@@ -36,10 +35,10 @@ const TABLE_LEN: usize = 1 << 16;
 const BUCKET_SHIFT: u32 = 6;
 const CLASSES: usize = 8;
 const BUCKETS: usize = (TABLE_LEN >> BUCKET_SHIFT) * CLASSES;
-/// Positions hashed per step of the main loop, and the bytes a step reads (and its
-/// verification: the fourth byte of the last position).
+/// Positions hashed per step of the main loop, and the bytes a step reads (the first four bytes
+/// of each position).
 const BLOCK: usize = 8;
-const BLOCK_READ: usize = 14;
+const BLOCK_READ: usize = BLOCK + 5;
 /// Stands in for bytes past the end of the input: folds to a non-ASCII byte, which no keyword
 /// contains.
 const PAST_END: u8 = 0x80;
@@ -206,11 +205,11 @@ impl KeywordIndex {
                 b.copy_from_slice(&block[at..at + 8]);
                 u64::from_le_bytes(b)
             };
-            // Two loads cover the trigrams at the 8 offsets.
-            let (af, bf) = (word(0) | FOLD64, word(6) | FOLD64);
+            // Two loads cover the first four bytes at the 8 offsets.
+            let (af, bf) = (word(0) | FOLD64, word(5) | FOLD64);
             let mut any = 0u8;
             for k in 0..BLOCK {
-                any |= table[hash(block_word(af, bf, k))];
+                any |= entry_bits(table, block_word(af, bf, k));
             }
             if any != 0 {
                 self.verify_block(hay, i, [af, bf], &mut f);
@@ -236,31 +235,15 @@ impl KeywordIndex {
     /// so the hashes of the main loop stay in registers).
     #[inline(never)]
     fn verify_block(&self, hay: &[u8], i: usize, [a, b]: [u64; 2], f: &mut impl FnMut(Hit)) {
-        let Some(block) = hay
-            .get(i..i + BLOCK_READ)
-            .and_then(|s| <&[u8; BLOCK_READ]>::try_from(s).ok())
-        else {
-            return;
-        };
-        // The positions whose trigram has an entry (a non-empty set of fourth-byte classes).
+        // The positions whose trigram has an entry for the class of their fourth byte.
         let mut mask = 0u32;
         for k in 0..BLOCK {
-            mask |= u32::from(self.table[hash(block_word(a, b, k))] != 0) << k;
+            mask |= u32::from(entry_bits(&self.table, block_word(a, b, k)) != 0) << k;
         }
         while mask != 0 {
             let k = mask.trailing_zeros() as usize;
             mask &= mask - 1;
-            // `BLOCK_READ` covers the fourth byte of the block's last position.
-            let (Some(&b0), Some(&b1), Some(&b2), Some(&b3)) = (
-                block.get(k),
-                block.get(k + 1),
-                block.get(k + 2),
-                block.get(k + 3),
-            ) else {
-                continue;
-            };
-            let folded = u32::from_le_bytes([b0, b1, b2, b3]) | FOLD;
-            self.verify(hay, i + k, folded, f);
+            self.verify(hay, i + k, block_word(a, b, k), f);
         }
     }
 
@@ -603,14 +586,22 @@ fn class_members(class: &Class) -> Option<Vec<u8>> {
     (!out.is_empty()).then_some(out)
 }
 
-/// The (at least three) bytes at offset `k` (below [`BLOCK`]) of a block loaded as two words
-/// at offsets 0 and 6.
+/// The four bytes at offset `k` (below [`BLOCK`]) of a block loaded as two words at offsets 0
+/// and 5.
 #[inline(always)]
 fn block_word(a: u64, b: u64, k: usize) -> u32 {
     match k {
-        0..6 => (a >> (8 * k)) as u32,
-        _ => (b >> (8 * (k - 6))) as u32,
+        0..5 => (a >> (8 * k)) as u32,
+        _ => (b >> (8 * (k - 5))) as u32,
     }
+}
+
+/// Whether the folded four bytes `w` start with a keyword trigram that some keyword continues
+/// with a fourth byte of `w`'s class (any fourth byte for a 3-byte keyword): `w` has a
+/// keyword candidate.
+#[inline(always)]
+fn entry_bits(table: &[u8; TABLE_LEN], w: u32) -> u8 {
+    table[hash(w)] & CLASS_BIT[(w >> 24) as usize]
 }
 
 /// The four bytes at `i`, with [`PAST_END`] for those past the end of `hay`.
