@@ -150,10 +150,51 @@ impl Default for DetectorOptions {
     }
 }
 
+/// Input bytes whose keyword hits are collected before the windows they open are searched
+/// (see [`Engine::candidates`]): well within a core's L2 cache.
+const SEGMENT: usize = 256 * 1024;
+
+/// Windows around keyword hits of rules not anchored at their keywords, waiting to be searched,
+/// and the positions in them where a match may start (for rules where those are known).
+struct Pending {
+    /// Windows `(rule, start, end)` that no longer grow with hits in order (they may still be
+    /// merged with others when searched).
+    windows: Vec<(usize, usize, usize)>,
+    /// The window of each rule that later hits may still extend (hits come in order, so most
+    /// windows of a rule overlap the previous one): `windows` gets fewer entries to sort.
+    open: Vec<(usize, usize, usize)>,
+    /// Per rule (indexed by rule once the first is added): the positions where a match may
+    /// start, mostly in increasing order already.
+    starts: Vec<Vec<usize>>,
+    /// Per rule: how many of its `starts` are sorted and distinct (those before the last
+    /// segment's).
+    sorted: Vec<usize>,
+}
+
+/// Sorts and deduplicates `list`, whose first `sorted` entries already are, touching only the
+/// entries from where the new ones go on (the lists are long where keywords are dense, and
+/// mostly in order already).
+fn sort_new_starts(list: &mut Vec<usize>, sorted: usize) {
+    let Some(&least) = list.get(sorted..).and_then(|new| new.iter().min()) else {
+        return;
+    };
+    let from = list
+        .get(..sorted)
+        .map_or(0, |old| old.partition_point(|&p| p < least));
+    // Entries before `from` are below `least`: duplicates can only be in the tail.
+    let mut tail = list.split_off(from);
+    tail.sort_unstable();
+    tail.dedup();
+    list.append(&mut tail);
+}
+
 /// A compiled rule set with its keyword prefilter.
 struct Engine {
     rules: Vec<CompiledRule>,
     prefilter: KeywordIndex,
+    /// Bytes past a position that its keywords and its prefilter hash may read: the longest
+    /// keyword's length, and at least four.
+    keyword_reach: usize,
     /// Prefilter keyword index → the rules that use that keyword.
     keyword_rules: Vec<Vec<Attempt>>,
     /// Per rule: the cheap test run before its regex at a position (`None`: always run it),
@@ -232,88 +273,173 @@ impl Engine {
                 }
             }
         }
+        let keyword_reach = keywords.iter().map(Vec::len).max().unwrap_or(0).max(4);
         let prefilter = KeywordIndex::new(keywords);
         Ok(Self {
             rules,
             prefilter,
+            keyword_reach,
             keyword_rules,
             prechecks,
             starts_known,
         })
     }
 
-    /// Every candidate of the rules (or of rule `only`) in `hay`, before checks.
-    fn candidates(&self, hay: &[u8], only: Option<usize>) -> Vec<Candidate> {
-        let mut candidates: Vec<Candidate> = Vec::new();
-        // Windows around hits of rules not anchored at their keywords, and the positions in
-        // them where a match may start (for rules where those are known).
-        let mut windows: Vec<(usize, usize, usize)> = Vec::new();
-        // The window of each rule that later hits may still extend (hits come in order, so
-        // most windows of a rule overlap the previous one): `windows` gets fewer entries to
-        // sort.
-        let mut open: Vec<(usize, usize, usize)> = Vec::new();
-        // Per rule (indexed by rule once the first is added): the positions where a match may
-        // start, mostly in increasing order already.
-        let mut starts: Vec<Vec<usize>> = Vec::new();
+    /// Passes every candidate of the rules (or of rule `only`) in `hay`, before checks, to
+    /// `sink`, in no particular order.
+    ///
+    /// The input is taken in segments of `segment` bytes ([`SEGMENT`] outside tests): the keyword hits of a segment are
+    /// collected, then the windows no later hit can extend are searched while their bytes are
+    /// still in the cache (searching them all after one pass over a large input reads each
+    /// window from memory again). Windows still open wait for the next segment, so the result
+    /// is the same as with one segment.
+    fn candidates(
+        &self,
+        hay: &[u8],
+        only: Option<usize>,
+        segment: usize,
+        mut sink: impl FnMut(Candidate),
+    ) {
+        let segment = segment.max(1);
+        let mut pending = Pending {
+            windows: Vec::new(),
+            open: Vec::new(),
+            starts: Vec::new(),
+            sorted: Vec::new(),
+        };
         // Recent anchored attempts, so overlapping keywords of one rule (`pass`, `password`)
         // do not run the same search twice.
         let mut recent: [(usize, usize); 8] = [(usize::MAX, usize::MAX); 8];
         let mut recent_at = 0usize;
-
-        self.prefilter.for_each_hit(hay, |hit| {
-            let Some(attempts) = self.keyword_rules.get(hit.keyword) else {
-                return;
-            };
-            for a in attempts {
-                let ri = a.rule;
-                if only.is_some_and(|o| o != ri) {
-                    continue;
+        let mut seg = 0usize;
+        loop {
+            let seg_end = hay.len().min(seg + segment);
+            // Enough bytes past the segment for its last position's longest keyword.
+            let part = hay
+                .get(seg..hay.len().min(seg_end + self.keyword_reach))
+                .unwrap_or_default();
+            self.prefilter.for_each_hit(part, |hit| {
+                let (start, end) = (seg + hit.start, seg + hit.end);
+                if start >= seg_end {
+                    return;
                 }
-                let Some(rule) = self.rules.get(ri) else {
-                    continue;
+                let Some(attempts) = self.keyword_rules.get(hit.keyword) else {
+                    return;
                 };
-                if rule.anchored {
-                    let key = (ri, hit.start);
-                    if recent.contains(&key) {
+                for a in attempts {
+                    let ri = a.rule;
+                    if only.is_some_and(|o| o != ri) {
                         continue;
                     }
-                    recent[recent_at % recent.len()] = key;
-                    recent_at += 1;
-                    let end = hay.len().min(hit.start + rule.max_len);
-                    if !self.may_match(ri, hay, hit.start, end) {
+                    let Some(rule) = self.rules.get(ri) else {
                         continue;
-                    }
-                    let input = Input::new(hay)
-                        .range(hit.start..end)
-                        .anchored(Anchored::Yes);
-                    if let Some(c) = capture(rule, ri, &input) {
-                        candidates.push(c);
-                    }
-                } else {
-                    let start = hit.end.saturating_sub(rule.max_len);
-                    let end = hay.len().min(hit.start + rule.max_len);
-                    add_window(&mut open, &mut windows, (ri, start, end));
-                    for &o in &a.starts {
-                        let Some(p) = hit.start.checked_sub(o) else {
+                    };
+                    if rule.anchored {
+                        let key = (ri, start);
+                        if recent.contains(&key) {
                             continue;
-                        };
-                        if starts.is_empty() {
-                            starts.resize_with(self.rules.len(), Vec::new);
                         }
-                        if let Some(list) = starts.get_mut(ri)
-                            && list.last() != Some(&p)
-                        {
-                            list.push(p);
+                        recent[recent_at % recent.len()] = key;
+                        recent_at += 1;
+                        let stop = hay.len().min(start + rule.max_len);
+                        if !self.may_match(ri, hay, start, stop) {
+                            continue;
+                        }
+                        let input = Input::new(hay).range(start..stop).anchored(Anchored::Yes);
+                        if let Some(c) = capture(rule, ri, &input) {
+                            sink(c);
+                        }
+                    } else {
+                        let from = end.saturating_sub(rule.max_len);
+                        let to = hay.len().min(start + rule.max_len);
+                        add_window(&mut pending.open, &mut pending.windows, (ri, from, to));
+                        for &o in &a.starts {
+                            let Some(p) = start.checked_sub(o) else {
+                                continue;
+                            };
+                            if pending.starts.is_empty() {
+                                pending.starts.resize_with(self.rules.len(), Vec::new);
+                                pending.sorted.resize(self.rules.len(), 0);
+                            }
+                            if let Some(list) = pending.starts.get_mut(ri)
+                                && list.last() != Some(&p)
+                            {
+                                list.push(p);
+                            }
                         }
                     }
                 }
+            });
+            let last = seg_end >= hay.len();
+            self.flush_windows(hay, &mut pending, (!last).then_some(seg_end), &mut sink);
+            if last {
+                return;
             }
-        });
-        windows.append(&mut open);
-        if !windows.is_empty() {
-            self.search_windows(hay, &mut windows, &mut starts, &mut candidates);
+            seg = seg_end;
         }
-        candidates
+    }
+
+    /// Searches the windows of `pending` that no keyword hit at or after `limit` can extend
+    /// (all of them when `limit` is `None`: the input has ended), and forgets the match start
+    /// positions that no window left can use.
+    fn flush_windows(
+        &self,
+        hay: &[u8],
+        pending: &mut Pending,
+        limit: Option<usize>,
+        sink: &mut impl FnMut(Candidate),
+    ) {
+        if pending.windows.is_empty() && pending.open.is_empty() {
+            return;
+        }
+        let max_len = |ri: usize| self.rules.get(ri).map_or(usize::MAX, |r| r.max_len);
+        // A later hit's window of rule `ri` starts after `limit - max_len(ri)`: a merged window
+        // ending before that is final.
+        let is_final = |&(ri, _, end): &(usize, usize, usize)| {
+            limit.is_none_or(|l| end.saturating_add(max_len(ri)) < l)
+        };
+        pending.windows.append(&mut pending.open);
+        let mut done: Vec<(usize, usize, usize)> = Vec::new();
+        let mut left: Vec<(usize, usize, usize)> = Vec::new();
+        for w in merged_windows(&mut pending.windows) {
+            if is_final(&w) {
+                done.push(w);
+            } else {
+                left.push(w);
+            }
+        }
+        for (list, sorted) in pending.starts.iter_mut().zip(&mut pending.sorted) {
+            sort_new_starts(list, *sorted);
+            *sorted = list.len();
+        }
+        if !done.is_empty() {
+            self.search_windows(hay, &done, &pending.starts, sink);
+        }
+        // The last window left of each rule is the one later hits may extend (`left` is
+        // sorted by rule, then start).
+        pending.windows.clear();
+        for (i, w) in left.iter().enumerate() {
+            if left.get(i + 1).is_some_and(|n| n.0 == w.0) {
+                pending.windows.push(*w);
+            } else {
+                pending.open.push(*w);
+            }
+        }
+        let Some(limit) = limit else {
+            return;
+        };
+        for (ri, list) in pending.starts.iter_mut().enumerate() {
+            // Later hits add positions after `limit - max_len(ri)`; windows left use theirs.
+            let keep_from = left
+                .iter()
+                .find(|w| w.0 == ri)
+                .map_or(limit.saturating_sub(max_len(ri)), |w| w.1);
+            let cut = list.partition_point(|&p| p < keep_from);
+            list.drain(..cut);
+            if let Some(sorted) = pending.sorted.get_mut(ri) {
+                *sorted = list.len();
+            }
+        }
     }
 
     /// Whether rule `ri`'s precheck allows a match starting at `start` and ending by `end`.
@@ -328,24 +454,18 @@ impl Engine {
         }
     }
 
-    /// Runs non-anchored rules over the merged windows around their keyword hits: the
+    /// Runs non-anchored rules over merged windows around their keyword hits: the
     /// leftmost-first matches in each window, one after the other. Where a rule's possible
-    /// start positions are known, tries them in order, anchored (the first one that matches
-    /// is the window search's leftmost match); otherwise searches the window.
+    /// start positions are known (`starts`, sorted), tries them in order, anchored (the first
+    /// one that matches is the window search's leftmost match); otherwise searches the window.
     fn search_windows(
         &self,
         hay: &[u8],
-        windows: &mut [(usize, usize, usize)],
-        starts: &mut [Vec<usize>],
-        candidates: &mut Vec<Candidate>,
+        windows: &[(usize, usize, usize)],
+        starts: &[Vec<usize>],
+        sink: &mut impl FnMut(Candidate),
     ) {
-        for list in starts.iter_mut() {
-            if !list.is_sorted() {
-                list.sort_unstable();
-            }
-            list.dedup();
-        }
-        for (ri, start, end) in merged_windows(windows) {
+        for &(ri, start, end) in windows {
             let Some(rule) = self.rules.get(ri) else {
                 continue;
             };
@@ -363,17 +483,12 @@ impl Engine {
                     let input = Input::new(hay).range(p..end).anchored(Anchored::Yes);
                     if let Some(c) = capture(rule, ri, &input) {
                         at = c.whole.end.max(p + 1);
-                        candidates.push(c);
+                        sink(c);
                     }
                 }
                 continue;
             }
-            search_window(
-                hay,
-                start..end,
-                |input| capture(rule, ri, input),
-                candidates,
-            );
+            search_window(hay, start..end, |input| capture(rule, ri, input), sink);
         }
     }
 }
@@ -413,12 +528,13 @@ fn merged_windows(
     })
 }
 
-/// Pushes the leftmost-first matches in `window`, one after the other, as `find` reports them.
+/// Passes the leftmost-first matches in `window`, one after the other, as `find` reports
+/// them, to `sink`.
 fn search_window(
     hay: &[u8],
     window: Range<usize>,
     find: impl Fn(&Input<'_>) -> Option<Candidate>,
-    candidates: &mut Vec<Candidate>,
+    sink: &mut impl FnMut(Candidate),
 ) {
     let mut at = window.start;
     while at < window.end {
@@ -426,7 +542,7 @@ fn search_window(
             break;
         };
         at = c.whole.end.max(at + 1);
-        candidates.push(c);
+        sink(c);
     }
 }
 
@@ -537,16 +653,29 @@ impl Detector {
 
     /// Every secret in `hay`, sorted by position, non-overlapping.
     pub fn detect(&self, hay: &[u8]) -> Vec<Finding> {
-        let candidates = self.engine.candidates(hay, None);
-        self.finish(hay, candidates)
+        self.findings(hay, None)
     }
 
-    /// Applies the checks to candidates and resolves overlaps.
-    fn finish(&self, hay: &[u8], candidates: Vec<Candidate>) -> Vec<Finding> {
-        let mut findings: Vec<Finding> = candidates
-            .into_iter()
-            .filter_map(|c| self.check(hay, c).ok())
-            .collect();
+    /// The candidates of all rules (or of rule `only`) that pass their checks, overlaps
+    /// resolved. Candidates are checked as they come, while their bytes are in the cache.
+    fn findings(&self, hay: &[u8], only: Option<usize>) -> Vec<Finding> {
+        self.findings_by_segment(hay, only, SEGMENT)
+    }
+
+    /// [`Self::findings`] with segments of `segment` bytes (tests use small ones).
+    fn findings_by_segment(&self, hay: &[u8], only: Option<usize>, segment: usize) -> Vec<Finding> {
+        let mut findings: Vec<Finding> = Vec::new();
+        self.engine.candidates(hay, only, segment, |c| {
+            if let Ok(f) = self.check(hay, c) {
+                findings.push(f);
+            }
+        });
+        self.resolve(findings)
+    }
+
+    /// Sorts findings by position and resolves overlaps: of overlapping findings, the one of
+    /// highest rank stays.
+    fn resolve(&self, mut findings: Vec<Finding>) -> Vec<Finding> {
         findings.sort_by(|a, b| {
             a.span
                 .start
@@ -668,7 +797,9 @@ impl Detector {
     /// spans only; printing the secret is up to the caller.
     pub fn explain(&self, hay: &[u8]) -> Vec<(String, Range<usize>, Option<&'static str>)> {
         let engine = &*self.engine;
-        let candidates = engine.candidates(hay, None);
+        let mut candidates = Vec::new();
+        engine.candidates(hay, None, SEGMENT, |c| candidates.push(c));
+        candidates.sort_by_key(|c| (c.secret.start, c.secret.end, c.rule));
         candidates
             .into_iter()
             .map(|c| {
@@ -703,8 +834,7 @@ impl Detector {
         let Some(ri) = self.rule_index(id) else {
             return Vec::new();
         };
-        let candidates = self.engine.candidates(hay, Some(ri));
-        self.finish(hay, candidates)
+        self.findings(hay, Some(ri))
     }
 }
 
@@ -791,10 +921,14 @@ mod tests {
                 hay,
                 start..end,
                 |input| full_capture(rule, ri, input),
-                &mut candidates,
+                &mut |c| candidates.push(c),
             );
         }
-        summary(&d.finish(hay, candidates))
+        let checked = candidates
+            .into_iter()
+            .filter_map(|c| d.check(hay, c).ok())
+            .collect();
+        summary(&d.resolve(checked))
     }
 
     fn summary(findings: &[Finding]) -> Vec<(String, Range<usize>, Confidence, Validation)> {
@@ -915,6 +1049,17 @@ mod tests {
         fn shortcuts_do_not_change_findings(hay in mixed_input()) {
             let d = Detector::builtin();
             prop_assert_eq!(summary(&d.detect(&hay)), reference(&d, &hay));
+        }
+
+        /// Small segments cut windows, keywords and matches everywhere: the findings stay
+        /// those of the reference.
+        #[test]
+        fn segments_do_not_change_findings(hay in mixed_input(), segment in 1usize..300) {
+            let d = Detector::builtin();
+            prop_assert_eq!(
+                summary(&d.findings_by_segment(&hay, None, segment)),
+                reference(&d, &hay)
+            );
         }
     }
 

@@ -320,7 +320,19 @@ pub(crate) struct Precheck {
     /// pattern has no look-behind (`None` if the DFA says otherwise: it is then computed per
     /// position).
     start: Option<StateID>,
+    /// `lead[d]`: every byte that can be the `d`-th of a match, as a 256-bit set, for the first
+    /// few bytes (up to [`LEAD_LEN`], fewer where a match may already have ended). Checked
+    /// before the DFA: the sets are tested with independent loads, whereas each step of the DFA
+    /// waits for the previous one, and the transition tables of a few hundred rules are
+    /// rarely all in the L1 cache when a keyword hit comes.
+    lead: Vec<[u64; 4]>,
 }
+
+/// Bytes of a match covered by [`Precheck::lead`] at most.
+const LEAD_LEN: usize = 8;
+/// States followed per byte while computing [`Precheck::lead`] (the sets stop where more
+/// would be needed).
+const LEAD_STATES: usize = 64;
 
 /// Counted repetitions with a larger maximum are relaxed, keeping at most this minimum (tried
 /// in order until the DFA fits).
@@ -356,7 +368,8 @@ impl Precheck {
                 .build_from_nfa(&nfa)
                 .ok()?;
             let start = dfa.universal_start_state(Anchored::Yes);
-            Some(Self { dfa, start })
+            let lead = start.map(|sid| lead_sets(&dfa, sid)).unwrap_or_default();
+            Some(Self { dfa, start, lead })
         })
     }
 
@@ -365,6 +378,11 @@ impl Precheck {
         let Some(bytes) = hay.get(start..end) else {
             return true;
         };
+        for (set, &b) in self.lead.iter().zip(bytes) {
+            if set[usize::from(b >> 6)] >> (b & 63) & 1 == 0 {
+                return false;
+            }
+        }
         let mut sid = match self.start {
             Some(sid) => sid,
             None => {
@@ -384,6 +402,40 @@ impl Precheck {
         }
         self.dfa.is_match_state(self.dfa.next_eoi_state(sid))
     }
+}
+
+/// The sets of [`Precheck::lead`]: from the start state, level by level, the bytes that do not
+/// lead to the dead state. Stops after a level where a transition reaches a match (or any
+/// other special) state, since anything may follow a match, or where the next level would
+/// have more than [`LEAD_STATES`] states.
+fn lead_sets(dfa: &dense::DFA<Vec<u32>>, start: StateID) -> Vec<[u64; 4]> {
+    let mut lead = Vec::new();
+    let mut level = vec![start];
+    while lead.len() < LEAD_LEN && !level.is_empty() {
+        let mut set = [0u64; 4];
+        let mut next: Vec<StateID> = Vec::new();
+        let mut open = false;
+        for &sid in &level {
+            for b in 0..=255u8 {
+                let to = dfa.next_state(sid, b);
+                if dfa.is_dead_state(to) {
+                    continue;
+                }
+                set[usize::from(b >> 6)] |= 1 << (b & 63);
+                if dfa.is_special_state(to) {
+                    open = true;
+                } else if !next.contains(&to) {
+                    next.push(to);
+                }
+            }
+        }
+        lead.push(set);
+        if open || next.len() > LEAD_STATES {
+            break;
+        }
+        level = next;
+    }
+    lead
 }
 
 /// Parses a rule pattern the way rules are compiled: over bytes, with Unicode off (`\w`, `\s`,
@@ -621,6 +673,25 @@ fn first_four(hay: &[u8], i: usize) -> u32 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn lead_sets_reject_early_and_stop_at_a_match() {
+        let p = Precheck::new(r"\bpat[A-Za-z0-9]{14}\.[a-f0-9]{64}").unwrap();
+        // `p`, `a`, `t`, then alphanumerics as far as the sets go.
+        assert_eq!(p.lead.len(), LEAD_LEN);
+        let has = |d: usize, b: u8| p.lead[d][usize::from(b >> 6)] >> (b & 63) & 1 == 1;
+        assert!(has(0, b'p') && !has(0, b'P') && has(3, b'Z') && !has(4, b'='));
+        let path = b"path=/v1/users";
+        assert!(!p.may_match(path, 0, path.len()));
+        let token = format!("patABCDEFGHIJKLMN.{}", "a".repeat(64));
+        assert!(p.may_match(token.as_bytes(), 0, token.len()));
+        // A match may end after two bytes: the DFA says so at the third, which may then be
+        // anything, and the sets stop there.
+        let short = Precheck::new("ab|abc[0-9]+").unwrap();
+        assert_eq!(short.lead.len(), 3);
+        assert_eq!(short.lead[2], [u64::MAX; 4]);
+        assert!(short.may_match(b"ab!", 0, 3));
+    }
 
     fn naive(keywords: &[Vec<u8>], hay: &[u8]) -> Vec<Hit> {
         let mut out = Vec::new();
