@@ -6,7 +6,7 @@
 //! byte through a table too big for L1. Here each position costs a shift, one multiply, a
 //! shift and two byte loads: the hash of its case-folded first three bytes indexes a 64 KiB
 //! table of keyword trigrams, whose entry is the set of classes of the bytes that follow the
-//! trigram in keywords (see [`class_of`]), and the class of the position's fourth byte must be
+//! trigram in keywords (see [`assign_classes`]), and the class of the position's fourth byte must be
 //! in it (`ion_` is a keyword, the `ion(` of every `function(` does not get past this).
 //! Positions are hashed 8 at a time from two 8-byte loads with no dependency from one position
 //! to the next, and a block of 8 with no candidate (the common case) costs one branch. In a
@@ -31,7 +31,7 @@ const MUL: u32 = 0x9E37_79B1;
 /// Entries in the trigram table (the hash is 16 bits).
 const TABLE_LEN: usize = 1 << 16;
 /// Verification buckets: the top bits of the 16-bit hash, and the class of the fourth byte
-/// (see [`class_of`]; a 3-byte keyword is in the buckets of all classes).
+/// (see [`assign_classes`]; a 3-byte keyword is in the buckets of all classes).
 const BUCKET_SHIFT: u32 = 6;
 const CLASSES: usize = 8;
 const BUCKETS: usize = (TABLE_LEN >> BUCKET_SHIFT) * CLASSES;
@@ -43,33 +43,91 @@ const BLOCK_READ: usize = BLOCK + 5;
 /// contains.
 const PAST_END: u8 = 0x80;
 
-/// The class of a (folded) byte that follows a keyword's first three bytes, as a one-bit mask:
-/// `CLASS_BIT[b]` is `1 << class_of(b)`. The 256 bytes (128 after folding) are spread over 8
-/// classes by a multiplicative hash, so that the fourth bytes of keywords (`_`, `-`, `.`,
-/// letters) and the bytes that commonly follow their trigrams in text often differ.
-static CLASS_BIT: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        t[b] = 1 << class_of(b as u8);
-        b += 1;
-    }
-    t
-};
-
 /// Table value for a trigram that a 3-byte keyword starts with: any fourth byte will do.
 const ANY_CLASS: u8 = 0xFF;
 
-/// The class (0 to 7) of byte `b`, the same for both cases of a letter.
-#[inline(always)]
-const fn class_of(b: u8) -> usize {
-    ((b | 0x20) as u32).wrapping_mul(MUL) as usize >> 29
+/// The class of the bytes that follow no keyword's first three bytes: no table entry has it
+/// (but [`ANY_CLASS`]), so a position whose fourth byte is one of them is no candidate.
+const NEVER_CLASS: u8 = CLASSES as u8 - 1;
+
+/// The class (0 to 7) of each byte that may follow a keyword's first three bytes, the same
+/// for both cases of a letter. The bytes that follow no keyword trigram are [`NEVER_CLASS`];
+/// the others are spread over the remaining classes so that as few as possible share a class
+/// with a byte that does not follow the same trigrams (greedily, the bytes that follow the
+/// most trigrams first): `api` followed by a space is then rarely a candidate because `api_`
+/// and `api-` are keywords.
+fn assign_classes(keywords: &[Vec<u8>]) -> [u8; 256] {
+    // Per table entry (trigram hash): the folded bytes that follow it in keywords.
+    // Entries of a 3-byte keyword take any fourth byte: they do not count.
+    let slot = |k: &[u8]| match k {
+        [a, b, c, ..] => Some(hash(u32::from_le_bytes([*a, *b, *c, 0]) | FOLD)),
+        _ => None,
+    };
+    let any: Vec<usize> = keywords
+        .iter()
+        .filter(|k| k.len() == 3)
+        .filter_map(|k| slot(k))
+        .collect();
+    let mut follows: std::collections::BTreeMap<usize, Vec<u8>> = Default::default();
+    for k in keywords {
+        if let (Some(s), Some(d)) = (slot(k), k.get(3))
+            && !any.contains(&s)
+        {
+            let list = follows.entry(s).or_default();
+            if !list.contains(&(d | 0x20)) {
+                list.push(d | 0x20);
+            }
+        }
+    }
+    let mut bytes: Vec<u8> = follows.values().flatten().copied().collect();
+    bytes.sort_unstable();
+    bytes.dedup();
+    let count = |b: u8| follows.values().filter(|l| l.contains(&b)).count();
+    bytes.sort_by_key(|&b| std::cmp::Reverse(count(b)));
+    let mut class = [NEVER_CLASS; 256];
+    let mut members: Vec<Vec<u8>> = vec![Vec::new(); usize::from(NEVER_CLASS)];
+    for &b in &bytes {
+        // Pairs (entry, byte) that putting `b` in a class would make candidates wrongly.
+        let cost = |m: &Vec<u8>| {
+            follows
+                .values()
+                .map(|l| {
+                    let (has_b, wrong) = (l.contains(&b), m.iter().filter(|x| !l.contains(x)));
+                    if has_b {
+                        wrong.count()
+                    } else {
+                        m.iter().filter(|x| l.contains(x)).count().min(1)
+                    }
+                })
+                .sum::<usize>()
+        };
+        let Some((c, _)) = members
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, m)| (cost(m), m.len()))
+        else {
+            continue;
+        };
+        if let Some(m) = members.get_mut(c) {
+            m.push(b);
+        }
+        // Lossless: `c` is below NEVER_CLASS.
+        let c = c as u8;
+        class[usize::from(b)] = c;
+        class[usize::from(b & !0x20)] = c;
+    }
+    // Case: a byte and its folded form are one class (the folded form is what is looked up).
+    for b in 0..=255u8 {
+        class[usize::from(b)] = class[usize::from(b | 0x20)];
+    }
+    class
 }
 
-/// The verification bucket of a position whose first four bytes, folded, are `folded`.
+/// The verification bucket of a position whose first four bytes, folded, are `folded`: by
+/// trigram hash and by the class of the fourth byte.
 #[inline(always)]
-fn bucket_of(folded: u32) -> usize {
-    ((hash(folded) >> BUCKET_SHIFT) * CLASSES) | class_of((folded >> 24) as u8)
+fn bucket_of(class: &[u8; 256], folded: u32) -> usize {
+    ((hash(folded) >> BUCKET_SHIFT) * CLASSES) | usize::from(class[(folded >> 24) as usize])
 }
 
 /// Shortest keyword the prefilter accepts.
@@ -119,9 +177,12 @@ pub(crate) struct KeywordIndex {
     /// The keywords, for tests that compare with a naive search.
     #[cfg(test)]
     keywords: Vec<Vec<u8>>,
-    /// Where some keyword's folded first three bytes hash: the [`CLASS_BIT`]s of the fourth
+    /// Where some keyword's folded first three bytes hash: the class bits of the fourth
     /// bytes of those keywords ([`ANY_CLASS`] for a 3-byte keyword). 0 elsewhere.
     table: Box<[u8; TABLE_LEN]>,
+    /// The class of each byte (see [`assign_classes`]), and `1 << class`.
+    class: [u8; 256],
+    class_bit: [u8; 256],
     /// `entries[starts[b]..starts[b + 1]]` are the keywords of bucket `b` (see [`bucket_of`]),
     /// in keyword order.
     starts: Box<[u32; BUCKETS + 1]>,
@@ -133,6 +194,8 @@ impl KeywordIndex {
     /// Builds the index. Keywords shorter than [`MIN_KEYWORD_LEN`] must be rejected earlier
     /// (they are ignored here).
     pub(crate) fn new(keywords: Vec<Vec<u8>>) -> Self {
+        let class = assign_classes(&keywords);
+        let class_bit = class.map(|c| 1u8 << c);
         let mut table = Box::new([0u8; TABLE_LEN]);
         let mut keyed: Vec<(usize, Entry)> = Vec::new();
         let mut chunks = Vec::new();
@@ -144,7 +207,7 @@ impl KeywordIndex {
             };
             let h = hash(folded);
             table[h] |= match k.get(3) {
-                Some(&d) => CLASS_BIT[usize::from(d)],
+                Some(&d) => class_bit[usize::from(d)],
                 None => ANY_CLASS,
             };
             let chunks_at = chunks.len();
@@ -173,7 +236,7 @@ impl KeywordIndex {
                 let first = (h >> BUCKET_SHIFT) * CLASSES;
                 keyed.extend((first..first + CLASSES).map(|b| (b, entry)));
             } else {
-                keyed.push((bucket_of(folded), entry));
+                keyed.push((bucket_of(&class, folded), entry));
             }
         }
         keyed.sort_by_key(|(b, e)| (*b, e.keyword));
@@ -185,6 +248,8 @@ impl KeywordIndex {
             starts[b + 1] += starts[b];
         }
         Self {
+            class,
+            class_bit,
             #[cfg(test)]
             keywords,
             table,
@@ -197,7 +262,7 @@ impl KeywordIndex {
     /// Calls `f` for every keyword occurrence in `hay`, in order of start offset (for one
     /// start offset, in keyword order).
     pub(crate) fn for_each_hit(&self, hay: &[u8], mut f: impl FnMut(Hit)) {
-        let table = &*self.table;
+        let (table, class_bit) = (&*self.table, &self.class_bit);
         let mut i = 0usize;
         while let Some(block) = hay.get(i..i + BLOCK_READ) {
             let word = |at: usize| -> u64 {
@@ -209,7 +274,7 @@ impl KeywordIndex {
             let (af, bf) = (word(0) | FOLD64, word(5) | FOLD64);
             let mut any = 0u8;
             for k in 0..BLOCK {
-                any |= entry_bits(table, block_word(af, bf, k));
+                any |= entry_bits(table, class_bit, block_word(af, bf, k));
             }
             if any != 0 {
                 self.verify_block(hay, i, [af, bf], &mut f);
@@ -219,7 +284,7 @@ impl KeywordIndex {
         // The last positions, one at a time, with missing bytes past the end.
         for i in i..hay.len() {
             let folded = first_four(hay, i) | FOLD;
-            if table[hash(folded)] & CLASS_BIT[(folded >> 24) as usize] != 0 {
+            if entry_bits(table, &self.class_bit, folded) != 0 {
                 self.verify(hay, i, folded, &mut f);
             }
         }
@@ -238,7 +303,8 @@ impl KeywordIndex {
         // The positions whose trigram has an entry for the class of their fourth byte.
         let mut mask = 0u32;
         for k in 0..BLOCK {
-            mask |= u32::from(entry_bits(&self.table, block_word(a, b, k)) != 0) << k;
+            mask |=
+                u32::from(entry_bits(&self.table, &self.class_bit, block_word(a, b, k)) != 0) << k;
         }
         while mask != 0 {
             let k = mask.trailing_zeros() as usize;
@@ -251,7 +317,7 @@ impl KeywordIndex {
     /// the end), folded, are `folded`.
     #[inline(always)]
     fn verify(&self, hay: &[u8], i: usize, folded: u32, f: &mut impl FnMut(Hit)) {
-        let bucket = bucket_of(folded);
+        let bucket = bucket_of(&self.class, folded);
         let (Some(&from), Some(&to)) = (self.starts.get(bucket), self.starts.get(bucket + 1))
         else {
             return;
@@ -652,8 +718,8 @@ fn block_word(a: u64, b: u64, k: usize) -> u32 {
 /// with a fourth byte of `w`'s class (any fourth byte for a 3-byte keyword): `w` has a
 /// keyword candidate.
 #[inline(always)]
-fn entry_bits(table: &[u8; TABLE_LEN], w: u32) -> u8 {
-    table[hash(w)] & CLASS_BIT[(w >> 24) as usize]
+fn entry_bits(table: &[u8; TABLE_LEN], class_bit: &[u8; 256], w: u32) -> u8 {
+    table[hash(w)] & class_bit[(w >> 24) as usize]
 }
 
 /// The four bytes at `i`, with [`PAST_END`] for those past the end of `hay`.
@@ -673,6 +739,34 @@ fn first_four(hay: &[u8], i: usize) -> u32 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn classes_keep_keyword_continuations_apart_from_other_bytes() {
+        let kw = |s: &str| s.as_bytes().to_vec();
+        let keywords = vec![
+            kw("api_key"),
+            kw("api-"),
+            kw("apify_"),
+            kw("key"),
+            kw("key ="),
+        ];
+        let index = KeywordIndex::new(keywords.clone());
+        let class = assign_classes(&keywords);
+        // A space only follows `key`, which takes any fourth byte anyway.
+        assert_eq!(class[usize::from(b' ')], NEVER_CLASS);
+        assert_eq!(class[usize::from(b'(')], NEVER_CLASS);
+        for b in [b'_' | 0x20, b'-', b'f'] {
+            assert_ne!(class[usize::from(b)], NEVER_CLASS);
+        }
+        assert_eq!(class[usize::from(b'F')], class[usize::from(b'f')]);
+        let candidate = |text: &[u8]| {
+            let w = u32::from_le_bytes([text[0], text[1], text[2], text[3]]) | FOLD;
+            entry_bits(&index.table, &index.class_bit, w) != 0
+        };
+        assert!(candidate(b"api_") && candidate(b"API-") && candidate(b"apif"));
+        assert!(!candidate(b"api ") && !candidate(b"api("));
+        assert!(candidate(b"key(") && candidate(b"KEY "));
+    }
 
     #[test]
     fn lead_sets_reject_early_and_stop_at_a_match() {
