@@ -109,7 +109,8 @@ pub struct ScanArgs {
 #[derive(Debug, Args)]
 pub struct RedactArgs {
     /// Also seal each credential found into the vault (as the sanitize API does) and write the
-    /// agent's placeholder for it, which then works in the broker
+    /// agent's placeholder for it, which then works in the broker; public halves of
+    /// credentials (an AWS access key id) then stay readable, as in the sanitize API
     #[arg(long, requires = "agent")]
     pub seal: bool,
     /// The agent the sealed secrets are granted to (with --seal)

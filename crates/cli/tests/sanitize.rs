@@ -259,3 +259,97 @@ fn sanitize_requires_an_agent_key() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["text"], "{not json");
 }
+
+/// `<<SECRET_…>>` placeholders in `text`, in order.
+fn placeholders_in(text: &str) -> Vec<String> {
+    text.match_indices("<<SECRET_")
+        .map(|(i, _)| {
+            let end = text[i..].find(">>").unwrap() + i + 2;
+            text[i..end].to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn redact_with_seal_stores_what_it_finds_as_the_sanitize_api_does() {
+    let cli = Cli::new(BIN);
+    cli.ok(&["init"], None);
+    cli.ok(&["agent", "add", "bot"], None);
+    let pat = github_pat();
+    let openai = format!("sk-proj-{}", random(64, BASE62));
+    let aws_id = format!("AKIA{}", random(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"));
+    let aws_secret = random(
+        40,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+",
+    );
+    let transcript = format!(
+        "user: my GitHub token is {pat}\nuser: and OpenAI {openai}\nuser: AWS access key {aws_id} secret {aws_secret}\nassistant: noted {pat}\n"
+    );
+    let sealed = cli.ok(
+        &["redact", "--seal", "--agent", "bot"],
+        Some(transcript.as_bytes()),
+    );
+    for original in [&pat, &openai, &aws_secret] {
+        assert!(!sealed.contains(original.as_str()), "survived: {sealed}");
+    }
+    // The public half stays readable, as in the sanitize API; the rest of the text is intact.
+    assert!(sealed.contains(&aws_id), "{sealed}");
+    assert!(
+        sealed.starts_with("user: my GitHub token is <<SECRET_"),
+        "{sealed}"
+    );
+    let found = placeholders_in(&sealed);
+    assert_eq!(found.len(), 4, "{sealed}");
+    assert_eq!(found[0], found[3], "one value, one placeholder");
+    for p in &found {
+        assert!(sequester_crypto::looks_like_placeholder(p), "{p}");
+    }
+
+    // Three secrets sealed for the agent, with their providers' hosts.
+    let sanitized = |cli: &Cli| -> Vec<serde_json::Value> {
+        cli.json(&["secret", "list"], None)
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["origin"] == "sanitized")
+            .cloned()
+            .collect()
+    };
+    let stored = sanitized(&cli);
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert!(
+        stored
+            .iter()
+            .any(|s| s["hosts"].to_string().contains("api.github.com")),
+        "{stored:?}"
+    );
+
+    // Again: the same placeholders, nothing new stored.
+    let again = cli.ok(
+        &["redact", "--seal", "--agent", "bot"],
+        Some(transcript.as_bytes()),
+    );
+    assert_eq!(again, sealed);
+    assert_eq!(sanitized(&cli).len(), 3);
+
+    // Without --seal: every finding replaced by a marker, the key id too, nothing stored.
+    let plain = cli.ok(&["redact"], Some(transcript.as_bytes()));
+    assert!(placeholders_in(&plain).is_empty(), "{plain}");
+    assert!(
+        plain.starts_with("user: my GitHub token is <<REDACTED_github>>"),
+        "{plain}"
+    );
+    assert!(
+        !plain.contains(&aws_id) && !plain.contains(&aws_secret),
+        "{plain}"
+    );
+    assert_eq!(sanitized(&cli).len(), 3);
+
+    // No plaintext on disk.
+    let needles: Vec<Vec<u8>> = [&pat, &openai, &aws_secret]
+        .iter()
+        .flat_map(|v| encodings(v))
+        .collect();
+    let hits = find_in_files(cli.data_dir(), &needles);
+    assert!(hits.is_empty(), "plaintext on disk: {hits:?}");
+}
