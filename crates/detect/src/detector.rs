@@ -288,11 +288,11 @@ impl Engine {
     /// Passes every candidate of the rules (or of rule `only`) in `hay`, before checks, to
     /// `sink`, in no particular order.
     ///
-    /// The input is taken in segments of `segment` bytes ([`SEGMENT`] outside tests): the keyword hits of a segment are
-    /// collected, then the windows no later hit can extend are searched while their bytes are
-    /// still in the cache (searching them all after one pass over a large input reads each
-    /// window from memory again). Windows still open wait for the next segment, so the result
-    /// is the same as with one segment.
+    /// The input is taken in segments of `segment` bytes ([`SEGMENT`] outside tests): the
+    /// keyword hits of a segment are collected, then the windows no later hit can extend are
+    /// searched while their bytes are still in the cache (searching them all after one pass
+    /// over a large input reads each window from memory again). Windows still open wait for
+    /// the next segment, so the result is the same as with one segment.
     fn candidates(
         &self,
         hay: &[u8],
