@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::DetectError;
 use crate::entropy;
-use crate::prefilter::{KeywordIndex, Precheck};
+use crate::prefilter::{KeywordIndex, Precheck, all_in_sets};
 use crate::rules::{self, BUILTIN_RULE_FILES, CompiledRule, Rule, RuleInfo};
 use crate::stoplist::{self, Placeholder};
 use crate::validate::ValidatorKind;
@@ -201,6 +201,10 @@ struct Engine {
     /// built the first time the rule's keyword is seen (most rules never are, and building
     /// them all would double the detector's start-up time).
     prechecks: Vec<OnceLock<Option<Precheck>>>,
+    /// Per keyword whose rules all start their matches with it: the bytes that can follow it,
+    /// per depth (see [`Engine::follow_sets`]), built with the prechecks at its first hit.
+    /// A hit followed by anything else is dropped before any rule is looked at.
+    follows: Vec<OnceLock<Option<Vec<[u64; 4]>>>>,
     /// Per rule searched in windows: whether its candidate start positions are known (see
     /// [`Attempt::starts`]), so that windows are searched by anchored attempts at them.
     starts_known: Vec<bool>,
@@ -274,6 +278,7 @@ impl Engine {
             }
         }
         let keyword_reach = keywords.iter().map(Vec::len).max().unwrap_or(0).max(4);
+        let follows = keywords.iter().map(|_| OnceLock::new()).collect();
         let prefilter = KeywordIndex::new(keywords);
         Ok(Self {
             rules,
@@ -281,6 +286,7 @@ impl Engine {
             keyword_reach,
             keyword_rules,
             prechecks,
+            follows,
             starts_known,
         })
     }
@@ -321,6 +327,9 @@ impl Engine {
             self.prefilter.for_each_hit(part, |hit| {
                 let (start, end) = (seg + hit.start, seg + hit.end);
                 if start >= seg_end {
+                    return;
+                }
+                if !self.may_follow(hit.keyword, hay, start, end) {
                     return;
                 }
                 let Some(attempts) = self.keyword_rules.get(hit.keyword) else {
@@ -440,6 +449,52 @@ impl Engine {
                 *sorted = list.len();
             }
         }
+    }
+
+    /// False only if no rule of keyword `kw` can match at its hit `start..end` (the bytes
+    /// after the keyword cannot follow it in any of them).
+    #[inline]
+    fn may_follow(&self, kw: usize, hay: &[u8], start: usize, end: usize) -> bool {
+        let Some(cell) = self.follows.get(kw) else {
+            return true;
+        };
+        match cell.get_or_init(|| self.follow_sets(kw, end - start)) {
+            Some(sets) => all_in_sets(sets, hay.get(end..).unwrap_or_default()),
+            None => true,
+        }
+    }
+
+    /// For keyword `kw` of `len` bytes: if every rule of the keyword is anchored at it, the
+    /// union over those rules of their precheck's byte sets for the depths after the keyword
+    /// (as many as every rule has). `None` where that says nothing.
+    fn follow_sets(&self, kw: usize, len: usize) -> Option<Vec<[u64; 4]>> {
+        let attempts = self.keyword_rules.get(kw)?;
+        let mut union: Option<Vec<[u64; 4]>> = None;
+        for a in attempts {
+            let rule = self.rules.get(a.rule)?;
+            if !rule.anchored {
+                return None;
+            }
+            let precheck = self
+                .prechecks
+                .get(a.rule)?
+                .get_or_init(|| Precheck::new(&rule.rule.pattern))
+                .as_ref()?;
+            let after = precheck.lead().get(len..).filter(|sets| !sets.is_empty())?;
+            union = Some(match union {
+                None => after.to_vec(),
+                Some(mut sets) => {
+                    sets.truncate(after.len());
+                    for (set, more) in sets.iter_mut().zip(after) {
+                        for (word, m) in set.iter_mut().zip(more) {
+                            *word |= m;
+                        }
+                    }
+                    sets
+                }
+            });
+        }
+        union.filter(|sets| !sets.is_empty())
     }
 
     /// Whether rule `ri`'s precheck allows a match starting at `start` and ending by `end`.

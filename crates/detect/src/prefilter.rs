@@ -439,15 +439,18 @@ impl Precheck {
         })
     }
 
+    /// Per depth from a match's start, the bytes that can be there (see the field).
+    pub(crate) fn lead(&self) -> &[[u64; 4]] {
+        &self.lead
+    }
+
     /// False only if no match of the rule can start at `start` and end by `end`.
     pub(crate) fn may_match(&self, hay: &[u8], start: usize, end: usize) -> bool {
         let Some(bytes) = hay.get(start..end) else {
             return true;
         };
-        for (set, &b) in self.lead.iter().zip(bytes) {
-            if set[usize::from(b >> 6)] >> (b & 63) & 1 == 0 {
-                return false;
-            }
+        if !all_in_sets(&self.lead, bytes) {
+            return false;
         }
         let mut sid = match self.start {
             Some(sid) => sid,
@@ -468,6 +471,14 @@ impl Precheck {
         }
         self.dfa.is_match_state(self.dfa.next_eoi_state(sid))
     }
+}
+
+/// Whether each of the first bytes of `bytes` is in the set for its depth (as far as both go).
+#[inline]
+pub(crate) fn all_in_sets(sets: &[[u64; 4]], bytes: &[u8]) -> bool {
+    sets.iter()
+        .zip(bytes)
+        .all(|(set, &b)| set[usize::from(b >> 6)] >> (b & 63) & 1 == 1)
 }
 
 /// The sets of [`Precheck::lead`]: from the start state, level by level, the bytes that do not
