@@ -6,8 +6,8 @@
 //! byte through a table too big for L1. Here each position costs a shift, one multiply, a
 //! shift and two byte loads: the hash of its case-folded first three bytes indexes a 64 KiB
 //! table of keyword trigrams, whose entry is the set of classes of the bytes that follow the
-//! trigram in keywords (see [`assign_classes`]), and the class of the position's fourth byte must be
-//! in it (`ion_` is a keyword, the `ion(` of every `function(` does not get past this).
+//! trigram in keywords (see [`assign_classes`]), and the class of the position's fourth byte
+//! must be in it (`ion_` is a keyword, the `ion(` of every `function(` does not get past).
 //! Positions are hashed 8 at a time from two 8-byte loads with no dependency from one position
 //! to the next, and a block of 8 with no candidate (the common case) costs one branch. In a
 //! block that has one, the positions with a candidate are hashed again and their folded first
@@ -112,11 +112,9 @@ fn assign_classes(keywords: &[Vec<u8>]) -> [u8; 256] {
             m.push(b);
         }
         // Lossless: `c` is below NEVER_CLASS.
-        let c = c as u8;
-        class[usize::from(b)] = c;
-        class[usize::from(b & !0x20)] = c;
+        class[usize::from(b)] = c as u8;
     }
-    // Case: a byte and its folded form are one class (the folded form is what is looked up).
+    // A byte and its folded form are one class (the folded form is what is looked up).
     for b in 0..=255u8 {
         class[usize::from(b)] = class[usize::from(b | 0x20)];
     }
