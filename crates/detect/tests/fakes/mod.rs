@@ -86,6 +86,34 @@ pub fn npm_token(seed: u64) -> String {
 pub fn sequester_token(seed: u64) -> String {
     checksummed(seed, "sqt_", 32)
 }
+/// A Django secret key: 50 characters of the alphabet `get_random_secret_key` draws from.
+pub fn django_key(seed: u64) -> String {
+    let mut r = Rng::new(seed);
+    loop {
+        let s = r.string(b"abcdefghijklmnopqrstuvwxyz0123456789!@#$%^&*(-_=+)", 50);
+        if s.bytes().any(|b| b.is_ascii_digit()) && s.bytes().any(|b| b"!@#$%^&*(=+)".contains(&b))
+        {
+            return s;
+        }
+    }
+}
+/// A generated secret with symbols (a password manager's or `openssl rand`-style output).
+pub fn symbol_secret(seed: u64) -> String {
+    let mut r = Rng::new(seed);
+    loop {
+        let s = r.string(
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&*@^",
+            32,
+        );
+        if s.bytes().any(|b| b.is_ascii_uppercase())
+            && s.bytes().any(|b| b.is_ascii_lowercase())
+            && s.bytes().any(|b| b.is_ascii_digit())
+            && s.bytes().any(|b| b"!#$%&*@^".contains(&b))
+        {
+            return s;
+        }
+    }
+}
 pub fn aws_key_id(seed: u64) -> String {
     format!("AKIA{}", Rng::new(seed).string(BASE32, 16))
 }
@@ -209,6 +237,8 @@ pub fn expand(template: &str, seed: u64) -> String {
             "npm" => npm_token(s),
             "sequester" => sequester_token(s),
             "aws_key_id" => aws_key_id(s),
+            "django_key" => django_key(s),
+            "symbol_secret" => symbol_secret(s),
             "aws_secret" => aws_secret(s),
             "openai" => openai_project_key(s),
             "anthropic" => anthropic_key(s),
