@@ -156,6 +156,7 @@ const SEGMENT: usize = 256 * 1024;
 
 /// Windows around keyword hits of rules not anchored at their keywords, waiting to be searched,
 /// and the positions in them where a match may start (for rules where those are known).
+#[derive(Default)]
 struct Pending {
     /// Windows `(rule, start, end)` that no longer grow with hits in order (they may still be
     /// merged with others when searched).
@@ -307,12 +308,7 @@ impl Engine {
         mut sink: impl FnMut(Candidate),
     ) {
         let segment = segment.max(1);
-        let mut pending = Pending {
-            windows: Vec::new(),
-            open: Vec::new(),
-            starts: Vec::new(),
-            sorted: Vec::new(),
-        };
+        let mut pending = Pending::default();
         // Recent anchored attempts, so overlapping keywords of one rule (`pass`, `password`)
         // do not run the same search twice.
         let mut recent: [(usize, usize); 8] = [(usize::MAX, usize::MAX); 8];
@@ -475,12 +471,11 @@ impl Engine {
             if !rule.anchored {
                 return None;
             }
-            let precheck = self
-                .prechecks
-                .get(a.rule)?
-                .get_or_init(|| Precheck::new(&rule.rule.pattern))
-                .as_ref()?;
-            let after = precheck.lead().get(len..).filter(|sets| !sets.is_empty())?;
+            let after = self
+                .precheck(a.rule)?
+                .lead()
+                .get(len..)
+                .filter(|sets| !sets.is_empty())?;
             union = Some(match union {
                 None => after.to_vec(),
                 Some(mut sets) => {
@@ -500,13 +495,15 @@ impl Engine {
     /// Whether rule `ri`'s precheck allows a match starting at `start` and ending by `end`.
     #[inline]
     fn may_match(&self, ri: usize, hay: &[u8], start: usize, end: usize) -> bool {
-        let (Some(cell), Some(rule)) = (self.prechecks.get(ri), self.rules.get(ri)) else {
-            return true;
-        };
-        match cell.get_or_init(|| Precheck::new(&rule.rule.pattern)) {
-            Some(p) => p.may_match(hay, start, end),
-            None => true,
-        }
+        self.precheck(ri)
+            .is_none_or(|p| p.may_match(hay, start, end))
+    }
+
+    /// Rule `ri`'s precheck, built at first use (`None`: the rule has none).
+    fn precheck(&self, ri: usize) -> Option<&Precheck> {
+        let (cell, rule) = (self.prechecks.get(ri)?, self.rules.get(ri)?);
+        cell.get_or_init(|| Precheck::new(&rule.rule.pattern))
+            .as_ref()
     }
 
     /// Runs non-anchored rules over merged windows around their keyword hits: the

@@ -10,6 +10,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const HEX: &[u8] = b"0123456789abcdef";
 const BASE32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+const LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+const DIGITS: &[u8] = b"0123456789";
 
 /// A small deterministic PRNG (splitmix64).
 pub struct Rng(u64);
@@ -46,6 +49,18 @@ impl Rng {
             ];
             if !bad && !words.iter().any(|w| lower.contains(w)) {
                 return String::from_utf8(s).unwrap();
+            }
+        }
+    }
+    /// [`Self::string`], re-drawn until it holds at least one byte of each set in `required`.
+    pub fn string_with(&mut self, alphabet: &[u8], len: usize, required: &[&[u8]]) -> String {
+        loop {
+            let s = self.string(alphabet, len);
+            if required
+                .iter()
+                .all(|set| s.bytes().any(|b| set.contains(&b)))
+            {
+                return s;
             }
         }
     }
@@ -88,49 +103,29 @@ pub fn sequester_token(seed: u64) -> String {
 }
 /// A Django secret key: 50 characters of the alphabet `get_random_secret_key` draws from.
 pub fn django_key(seed: u64) -> String {
-    let mut r = Rng::new(seed);
-    loop {
-        let s = r.string(b"abcdefghijklmnopqrstuvwxyz0123456789!@#$%^&*(-_=+)", 50);
-        if s.bytes().any(|b| b.is_ascii_digit()) && s.bytes().any(|b| b"!@#$%^&*(=+)".contains(&b))
-        {
-            return s;
-        }
-    }
+    Rng::new(seed).string_with(
+        b"abcdefghijklmnopqrstuvwxyz0123456789!@#$%^&*(-_=+)",
+        50,
+        &[DIGITS, b"!@#$%^&*(=+)"],
+    )
 }
 /// A generated secret with symbols (a password manager's or `openssl rand`-style output).
 pub fn symbol_secret(seed: u64) -> String {
-    let mut r = Rng::new(seed);
-    loop {
-        let s = r.string(
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&*@^",
-            32,
-        );
-        if s.bytes().any(|b| b.is_ascii_uppercase())
-            && s.bytes().any(|b| b.is_ascii_lowercase())
-            && s.bytes().any(|b| b.is_ascii_digit())
-            && s.bytes().any(|b| b"!#$%&*@^".contains(&b))
-        {
-            return s;
-        }
-    }
+    Rng::new(seed).string_with(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&*@^",
+        32,
+        &[UPPER, LOWER, DIGITS, b"!#$%&*@^"],
+    )
 }
 pub fn aws_key_id(seed: u64) -> String {
     format!("AKIA{}", Rng::new(seed).string(BASE32, 16))
 }
 pub fn aws_secret(seed: u64) -> String {
-    let mut r = Rng::new(seed);
-    loop {
-        let s = r.string(
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-            40,
-        );
-        if s.bytes().any(|b| b.is_ascii_uppercase())
-            && s.bytes().any(|b| b.is_ascii_lowercase())
-            && s.bytes().any(|b| b.is_ascii_digit())
-        {
-            return s;
-        }
-    }
+    Rng::new(seed).string_with(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        40,
+        &[UPPER, LOWER, DIGITS],
+    )
 }
 pub fn openai_project_key(seed: u64) -> String {
     let mut r = Rng::new(seed);
