@@ -49,6 +49,40 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
+/// Fresh credentials of the kinds a user pastes: a GitHub token, an OpenAI key and an AWS key
+/// pair (whose id is the public half).
+struct Pasted {
+    pat: String,
+    openai: String,
+    aws_id: String,
+    aws_secret: String,
+}
+
+impl Pasted {
+    fn new() -> Self {
+        Self {
+            pat: github_pat(),
+            openai: format!("sk-proj-{}", random(64, BASE62)),
+            aws_id: format!("AKIA{}", random(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")),
+            aws_secret: random(
+                40,
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+",
+            ),
+        }
+    }
+}
+
+/// The vault's secrets that the sanitizer (or `redact --seal`) stored.
+fn sanitized_secrets(cli: &Cli) -> Vec<serde_json::Value> {
+    cli.json(&["secret", "list"], None)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["origin"] == "sanitized")
+        .cloned()
+        .collect()
+}
+
 fn post_sanitize(addr: &str, key: &str, text: &str) -> (u16, serde_json::Value) {
     let body = serde_json::json!({ "text": text }).to_string();
     let out = Command::new("curl")
@@ -85,13 +119,12 @@ fn a_chat_message_with_three_credentials_comes_back_with_three_placeholders() {
         .to_owned();
     let broker = Broker::start(&cli, &[]);
 
-    let pat = github_pat();
-    let openai = format!("sk-proj-{}", random(64, BASE62));
-    let aws_id = format!("AKIA{}", random(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"));
-    let aws_secret = random(
-        40,
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+",
-    );
+    let Pasted {
+        pat,
+        openai,
+        aws_id,
+        aws_secret,
+    } = Pasted::new();
     let message = format!(
         "hey, here's my GitHub token {pat} — set it up please.\nAlso OpenAI: {openai}\nand AWS: access key {aws_id} secret {aws_secret}\nthanks!"
     );
@@ -144,14 +177,8 @@ fn a_chat_message_with_three_credentials_comes_back_with_three_placeholders() {
     );
 
     // The vault holds three sealed secrets with those hosts.
-    let listed = cli.json(&["secret", "list"], None);
-    let sanitized: Vec<&serde_json::Value> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["origin"] == "sanitized")
-        .collect();
-    assert_eq!(sanitized.len(), 3, "{listed}");
+    let sanitized = sanitized_secrets(&cli);
+    assert_eq!(sanitized.len(), 3, "{sanitized:?}");
 
     // The same paste maps to the same placeholders; nothing new is stored.
     let (_, again) = post_sanitize(&broker.addr, &key, &message);
@@ -275,13 +302,12 @@ fn redact_with_seal_stores_what_it_finds_as_the_sanitize_api_does() {
     let cli = Cli::new(BIN);
     cli.ok(&["init"], None);
     cli.ok(&["agent", "add", "bot"], None);
-    let pat = github_pat();
-    let openai = format!("sk-proj-{}", random(64, BASE62));
-    let aws_id = format!("AKIA{}", random(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"));
-    let aws_secret = random(
-        40,
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+",
-    );
+    let Pasted {
+        pat,
+        openai,
+        aws_id,
+        aws_secret,
+    } = Pasted::new();
     let transcript = format!(
         "user: my GitHub token is {pat}\nuser: and OpenAI {openai}\nuser: AWS access key {aws_id} secret {aws_secret}\nassistant: noted {pat}\n"
     );
@@ -306,16 +332,7 @@ fn redact_with_seal_stores_what_it_finds_as_the_sanitize_api_does() {
     }
 
     // Three secrets sealed for the agent, with their providers' hosts.
-    let sanitized = |cli: &Cli| -> Vec<serde_json::Value> {
-        cli.json(&["secret", "list"], None)
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["origin"] == "sanitized")
-            .cloned()
-            .collect()
-    };
-    let stored = sanitized(&cli);
+    let stored = sanitized_secrets(&cli);
     assert_eq!(stored.len(), 3, "{stored:?}");
     assert!(
         stored
@@ -330,7 +347,7 @@ fn redact_with_seal_stores_what_it_finds_as_the_sanitize_api_does() {
         Some(transcript.as_bytes()),
     );
     assert_eq!(again, sealed);
-    assert_eq!(sanitized(&cli).len(), 3);
+    assert_eq!(sanitized_secrets(&cli).len(), 3);
 
     // Without --seal: every finding replaced by a marker, the key id too, nothing stored.
     let plain = cli.ok(&["redact"], Some(transcript.as_bytes()));
@@ -343,7 +360,7 @@ fn redact_with_seal_stores_what_it_finds_as_the_sanitize_api_does() {
         !plain.contains(&aws_id) && !plain.contains(&aws_secret),
         "{plain}"
     );
-    assert_eq!(sanitized(&cli).len(), 3);
+    assert_eq!(sanitized_secrets(&cli).len(), 3);
 
     // No plaintext on disk.
     let needles: Vec<Vec<u8>> = [&pat, &openai, &aws_secret]
