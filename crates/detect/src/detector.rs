@@ -657,6 +657,7 @@ impl Detector {
     /// see `rules/README.md`). Rule ids must not clash with builtin ones.
     pub fn with_extra_rules(&self, toml: &str) -> Result<Self, DetectError> {
         let extra = rules::parse_rule_file("extra rules", toml)?;
+        rules::check_keyword_coverage(&extra)?;
         let mut all = self.engine.rules.clone();
         all.extend(extra);
         Ok(Self {
@@ -668,6 +669,7 @@ impl Detector {
     /// A detector with only the rules in `toml` (no builtin rules).
     pub fn from_rules(toml: &str) -> Result<Self, DetectError> {
         let rules = rules::parse_rule_file("rules", toml)?;
+        rules::check_keyword_coverage(&rules)?;
         Ok(Self {
             engine: Arc::new(Engine::build(rules)?),
             options: DetectorOptions::default(),
@@ -928,6 +930,42 @@ mod tests {
     fn builtin_compiles() {
         let d = Detector::builtin();
         assert!(d.rules().len() > 20);
+    }
+
+    /// The prefilter's contract for the builtin rules (user rules are checked when loaded):
+    /// no pattern can match without one of its keywords; rules too large to decide are listed.
+    #[test]
+    fn every_builtin_match_contains_a_keyword() {
+        let d = Detector::builtin();
+        let mut undecided = Vec::new();
+        let mut uncovered = Vec::new();
+        for r in &d.engine.rules {
+            let lowered: Vec<Vec<u8>> = r
+                .rule
+                .keywords
+                .iter()
+                .map(|k| k.as_bytes().to_ascii_lowercase())
+                .collect();
+            match crate::coverage::check(&r.rule.pattern, &lowered) {
+                crate::coverage::Coverage::Covered => {}
+                crate::coverage::Coverage::Uncovered(text) => uncovered.push(format!(
+                    "{} can match \"{}\"",
+                    r.rule.id(),
+                    crate::coverage::escape(&text)
+                )),
+                crate::coverage::Coverage::Unknown => undecided.push(r.rule.id().to_owned()),
+            }
+        }
+        eprintln!("undecided: {undecided:?}");
+        assert!(
+            uncovered.is_empty(),
+            "matches without any keyword of their rule:\n{}",
+            uncovered.join("\n")
+        );
+        assert!(
+            undecided.len() * 10 <= d.engine.rules.len(),
+            "too many rules undecided: {undecided:?}"
+        );
     }
 
     /// The detector without its shortcuts: keywords found by a naive search, every rule of a

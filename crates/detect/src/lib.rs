@@ -54,6 +54,7 @@
 
 #![forbid(unsafe_code)]
 
+mod coverage;
 mod detector;
 mod entropy;
 mod error;

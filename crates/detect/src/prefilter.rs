@@ -527,7 +527,7 @@ pub(crate) fn parse_pattern(pattern: &str) -> Result<Hir, String> {
 /// A pattern matching everything `hir` matches: look-around assertions become empty,
 /// captures disappear, and repetitions with a maximum above `keep` become
 /// `X{min(n, keep),}`.
-fn relax(hir: &Hir, keep: u32) -> Hir {
+pub(crate) fn relax(hir: &Hir, keep: u32) -> Hir {
     match hir.kind() {
         HirKind::Empty | HirKind::Look(_) => Hir::empty(),
         HirKind::Literal(_) | HirKind::Class(_) => hir.clone(),

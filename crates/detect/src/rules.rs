@@ -223,6 +223,34 @@ pub(crate) struct CompiledRule {
     pub(crate) max_len: usize,
 }
 
+/// Rejects a rule whose pattern can match text that contains none of its keywords: the
+/// prefilter only looks around keyword hits, so such matches would be missed without a word.
+/// Run on rules from users (the builtin rules are checked by a test, not at every start).
+/// When the automata are too large to decide, the rule is accepted.
+pub(crate) fn check_keyword_coverage(rules: &[CompiledRule]) -> Result<(), DetectError> {
+    for r in rules {
+        let lowered: Vec<Vec<u8>> = r
+            .rule
+            .keywords
+            .iter()
+            .map(|k| k.as_bytes().to_ascii_lowercase())
+            .collect();
+        if let crate::coverage::Coverage::Uncovered(text) =
+            crate::coverage::check(&r.rule.pattern, &lowered)
+        {
+            return Err(invalid(
+                r.rule.id(),
+                "keywords",
+                format!(
+                    "do not cover every match of the pattern: it can match \"{}\", which contains none of them, and text is only searched around keywords; add a keyword that such matches contain, or narrow the pattern",
+                    crate::coverage::escape(&text)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parses a rule file and compiles its rules.
 pub(crate) fn parse_rule_file(
     source_name: &str,

@@ -104,6 +104,28 @@ fn users_can_add_rules_and_errors_have_stable_codes() {
     let validator =
         d.with_extra_rules(&extra.replace("confidence = \"high\"", "validator = \"nope\""));
     assert_eq!(validator.unwrap_err().code(), "unknown_validator");
+
+    // A pattern that can match without any keyword would miss such matches silently: the
+    // rule is refused, and the message shows the shortest such text.
+    let optional_prefix = extra.replace(
+        "(?P<secret>acme_[A-Za-z0-9]{32})",
+        "(?P<secret>(?:acme_|acme-)[A-Za-z0-9]{32})",
+    );
+    let err = d.with_extra_rules(&optional_prefix).unwrap_err();
+    assert_eq!(err.code(), "invalid_rule");
+    let message = err.to_string();
+    assert!(message.contains("acme-api-key"), "{message}");
+    assert!(
+        message.contains("\"acme-00000000000000000000000000000000\""),
+        "{message}"
+    );
+    assert_eq!(
+        Detector::from_rules(&optional_prefix).unwrap_err().code(),
+        "invalid_rule"
+    );
+    // Listing the other form as a keyword makes the rule acceptable.
+    let both = optional_prefix.replace("[\"acme_\"]", "[\"acme_\", \"acme-\"]");
+    assert!(d.with_extra_rules(&both).is_ok());
 }
 
 #[test]
