@@ -269,7 +269,15 @@ pub struct FramingGuard<S> {
     tracker: Tracker,
     out: VecDeque<u8>,
     eof: bool,
+    /// Where the socket is read into before the tracker sees the bytes: allocated (and zeroed)
+    /// at the first read and reused, because zeroing a fresh buffer at every read cost more
+    /// than everything else the guard does (hyper polls several times per request, and a
+    /// poll that finds nothing to read zeroed it too).
+    scratch: Vec<u8>,
 }
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
 
 impl<S> FramingGuard<S> {
     pub fn new(inner: S) -> Self {
@@ -278,6 +286,7 @@ impl<S> FramingGuard<S> {
             tracker: Tracker::new(),
             out: VecDeque::new(),
             eof: false,
+            scratch: Vec::new(),
         }
     }
 }
@@ -311,8 +320,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
                 }
                 return Poll::Ready(Ok(()));
             }
-            let mut tmp = [0u8; 16 * 1024];
-            let mut rb = ReadBuf::new(&mut tmp);
+            if this.scratch.is_empty() {
+                this.scratch.resize(READ_CHUNK, 0);
+            }
+            let mut rb = ReadBuf::new(&mut this.scratch);
             match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
                 Poll::Ready(Ok(())) => {
                     let filled = rb.filled();
