@@ -29,24 +29,7 @@ fn random(n: usize, alphabet: &[u8]) -> String {
 
 /// A classic GitHub token with a valid checksum (CRC32 of the 30 random characters).
 fn github_pat() -> String {
-    let body = random(30, BASE62);
-    let sum = sequester_detect::base62_checksum(crc32(body.as_bytes()));
-    format!("ghp_{body}{}", String::from_utf8_lossy(&sum))
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    sequester_testkit::github_classic_token(&random(30, BASE62))
 }
 
 /// Fresh credentials of the kinds a user pastes: a GitHub token, an OpenAI key and an AWS key

@@ -21,23 +21,7 @@ fn github_pat() -> String {
         .iter()
         .map(|b| char::from(BASE62[usize::from(*b) % 62]))
         .collect();
-    let sum = sequester_detect::base62_checksum(crc32fast_like(body.as_bytes()));
-    format!("ghp_{body}{}", String::from_utf8_lossy(&sum))
-}
-
-fn crc32fast_like(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    sequester_testkit::github_classic_token(&body)
 }
 
 #[test]

@@ -203,6 +203,31 @@ impl std::fmt::Debug for FileState {
     }
 }
 
+/// A classic GitHub personal access token (`ghp_`) around `body` (30 base62 characters), with
+/// the checksum GitHub appends: the CRC32 of the body in six base62 digits. Computed here
+/// independently of the detector, whose validator the tests exercise.
+pub fn github_classic_token(body: &str) -> String {
+    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in body.as_bytes() {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    let mut n = !crc;
+    let mut sum = [b'0'; 6];
+    for slot in sum.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    format!("ghp_{body}{}", String::from_utf8_lossy(&sum))
+}
+
 /// The forms in which a value could leak: raw, base64 (standard, unpadded, URL-safe), hex
 /// (both cases), URL-encoded and UTF-16.
 pub fn encodings(value: &str) -> Vec<Vec<u8>> {
