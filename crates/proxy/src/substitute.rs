@@ -44,14 +44,22 @@ pub(crate) fn percent_encode(bytes: &[u8]) -> Zeroizing<String> {
     out
 }
 
-/// `hay` with every `needle` replaced by `with`, or `None` if `needle` does not occur.
-fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    if needle.is_empty() {
+/// `hay` with every `needle` replaced by `with()`, or `None` if `needle` does not occur
+/// (`with` is only called then: encoding a value costs an allocation).
+fn replace_all<W: AsRef<[u8]>>(
+    hay: &[u8],
+    needle: &[u8],
+    with: impl FnOnce() -> W,
+) -> Option<Zeroizing<Vec<u8>>> {
+    // Most header values are shorter than a token: no searcher is built for them.
+    if needle.is_empty() || hay.len() < needle.len() {
         return None;
     }
     let finder = memchr::memmem::Finder::new(needle);
     let mut matches = finder.find_iter(hay).peekable();
     matches.peek()?;
+    let with = with();
+    let with = with.as_ref();
     let mut out = Zeroizing::new(Vec::with_capacity(hay.len() + with.len()));
     let mut last = 0;
     for at in matches {
@@ -64,7 +72,11 @@ fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Option<Zeroizing<Vec<u
 }
 
 /// Applies `replace_all` in place, reporting whether anything changed.
-fn replace_in(current: &mut Zeroizing<Vec<u8>>, needle: &[u8], with: &[u8]) -> bool {
+fn replace_in<W: AsRef<[u8]>>(
+    current: &mut Zeroizing<Vec<u8>>,
+    needle: &[u8],
+    with: impl FnOnce() -> W,
+) -> bool {
     match replace_all(current, needle, with) {
         Some(new) => {
             *current = new;
@@ -85,7 +97,7 @@ pub(crate) fn substitute_header(value: &[u8], swaps: &[Swap]) -> Option<Zeroizin
         let mut decoded = Zeroizing::new(decoded);
         let mut changed = false;
         for s in swaps {
-            changed |= replace_in(&mut decoded, s.token.as_bytes(), s.value());
+            changed |= replace_in(&mut decoded, s.token.as_bytes(), || s.value());
         }
         if changed {
             let mut out = Zeroizing::new(b"Basic ".to_vec());
@@ -98,14 +110,16 @@ pub(crate) fn substitute_header(value: &[u8], swaps: &[Swap]) -> Option<Zeroizin
     let mut current = Zeroizing::new(value.to_vec());
     let mut changed = false;
     for s in swaps {
-        changed |= replace_in(&mut current, s.token.as_bytes(), s.value());
+        // A token's encoded form is at least as long as the token.
+        if current.len() < s.token.len() {
+            continue;
+        }
+        changed |= replace_in(&mut current, s.token.as_bytes(), || s.value());
         let encoded_token = percent_encode(s.token.as_bytes());
         if encoded_token.as_str() != s.token.as_str() {
-            changed |= replace_in(
-                &mut current,
-                encoded_token.as_bytes(),
-                percent_encode(s.value()).as_bytes(),
-            );
+            changed |= replace_in(&mut current, encoded_token.as_bytes(), || {
+                percent_encode(s.value())
+            });
         }
     }
     changed.then_some(current)
@@ -115,12 +129,16 @@ pub(crate) fn substitute_header(value: &[u8], swaps: &[Swap]) -> Option<Zeroizin
 pub(crate) fn substitute_path(path_and_query: &str, swaps: &[Swap]) -> Zeroizing<String> {
     let mut current = Zeroizing::new(path_and_query.as_bytes().to_vec());
     for s in swaps {
-        let encoded_value = percent_encode(s.value());
-        replace_in(&mut current, s.token.as_bytes(), encoded_value.as_bytes());
+        if current.len() < s.token.len() {
+            continue;
+        }
+        replace_in(&mut current, s.token.as_bytes(), || {
+            percent_encode(s.value())
+        });
         replace_in(
             &mut current,
             percent_encode(s.token.as_bytes()).as_bytes(),
-            encoded_value.as_bytes(),
+            || percent_encode(s.value()),
         );
     }
     Zeroizing::new(String::from_utf8_lossy(&current).into_owned())
@@ -193,10 +211,10 @@ pub(crate) fn body_views(body: &[u8], kind: BodyKind) -> Vec<Zeroizing<Vec<u8>>>
         }
         BodyKind::Json => {
             let mut unescaped = Zeroizing::new(body.to_vec());
-            replace_in(&mut unescaped, b"\\u003c", b"<");
-            replace_in(&mut unescaped, b"\\u003e", b">");
-            replace_in(&mut unescaped, b"\\u003C", b"<");
-            replace_in(&mut unescaped, b"\\u003E", b">");
+            replace_in(&mut unescaped, b"\\u003c", || b"<");
+            replace_in(&mut unescaped, b"\\u003e", || b">");
+            replace_in(&mut unescaped, b"\\u003C", || b"<");
+            replace_in(&mut unescaped, b"\\u003E", || b">");
             views.push(unescaped);
         }
         BodyKind::Other => {}
@@ -214,7 +232,7 @@ pub(crate) fn substitute_body(body: &[u8], kind: BodyKind, swaps: &[Swap]) -> Op
         match kind {
             BodyKind::Json => {
                 let value = json_string_content(s.value());
-                changed |= replace_in(&mut current, token.as_bytes(), &value);
+                changed |= replace_in(&mut current, token.as_bytes(), || &value[..]);
                 // A token without angle brackets (sqt_…) has no escaped form.
                 let lower = json_escaped_angles(token);
                 if lower != token {
@@ -222,21 +240,21 @@ pub(crate) fn substitute_body(body: &[u8], kind: BodyKind, swaps: &[Swap]) -> Op
                         .replace("\\u003c", "\\u003C")
                         .replace("\\u003e", "\\u003E");
                     for escaped in [lower, upper] {
-                        changed |= replace_in(&mut current, escaped.as_bytes(), &value);
+                        changed |= replace_in(&mut current, escaped.as_bytes(), || &value[..]);
                     }
                 }
             }
             BodyKind::Form => {
                 let value = percent_encode(s.value());
-                changed |= replace_in(&mut current, token.as_bytes(), value.as_bytes());
+                changed |= replace_in(&mut current, token.as_bytes(), || value.as_bytes());
                 changed |= replace_in(
                     &mut current,
                     percent_encode(token.as_bytes()).as_bytes(),
-                    value.as_bytes(),
+                    || value.as_bytes(),
                 );
             }
             BodyKind::Other => {
-                changed |= replace_in(&mut current, token.as_bytes(), s.value());
+                changed |= replace_in(&mut current, token.as_bytes(), || s.value());
             }
         }
     }
@@ -259,10 +277,13 @@ mod tests {
 
     #[test]
     fn replace_all_handles_edges() {
-        assert!(replace_all(b"abc", b"", b"x").is_none());
-        assert!(replace_all(b"abc", b"zz", b"x").is_none());
-        assert_eq!(&*replace_all(b"aXbXX", b"X", b"--").unwrap(), b"a--b----");
-        assert_eq!(&*replace_all(b"XX", b"XX", b"").unwrap(), b"");
+        assert!(replace_all(b"abc", b"", || b"x").is_none());
+        assert!(replace_all(b"abc", b"zz", || b"x").is_none());
+        assert_eq!(
+            &*replace_all(b"aXbXX", b"X", || b"--").unwrap(),
+            b"a--b----"
+        );
+        assert_eq!(&*replace_all(b"XX", b"XX", || b"").unwrap(), b"");
     }
 
     #[test]
