@@ -7,6 +7,11 @@
 #              request (SQLite, group commit), response scrubbed for the value
 #   nginx      wrk → nginx (proxy_set_header Authorization "Bearer VALUE", upstream keepalive 64)
 #              → upstream: a header rewrite only, no token check, no audit, no scrubbing
+#   hyper      wrk → the `hyper_floor` example (crates/proxy/examples/hyper_floor.rs): the same
+#              header rewrite built from Sequester's own parts (tokio, hyper-util's server and
+#              pooled client, mimalloc) and nothing else, so the table separates what those
+#              libraries cost from what Sequester's work (token, policy, receipts, scrubbing)
+#              adds
 # and two workloads: `json`, a ~100-byte JSON response, and `sse`, 20 events of ~100 bytes
 # (text/event-stream, sent without delay).
 #
@@ -17,7 +22,8 @@
 # processes other than wrk, the upstream and the proxy measured: a measurement where that
 # exceeds 10% is marked "disturbed".
 #
-# Usage: bench/gateway/run.sh   (from anywhere; runs `cargo build --release -p sequester` first)
+# Usage: bench/gateway/run.sh   (from anywhere; runs `cargo build --release -p sequester` and
+# `cargo build --release -p sequester-proxy --example hyper_floor` first)
 # Takes about 4 minutes with the defaults. Environment knobs:
 #   DURATION=10   seconds per measurement        WARMUP=2   seconds of discarded warm-up before each
 #   ROUNDS=3      rounds of all six measurements, interleaved; each cell is the median over rounds
@@ -26,6 +32,7 @@
 #   UPSTREAM_WORKERS=2  upstream nginx worker_processes
 #   WAIT_QUIET=0  wait up to this many seconds for other processes to leave the CPUs idle
 #   SEQUESTER_BIN=PATH  measure another build (implies SKIP_BUILD=1)     SKIP_BUILD=1
+#   FLOOR_BIN=PATH      the hyper_floor example [target/release/examples/hyper_floor]
 #   AUDIT_SYNC=normal  run Sequester with `[audit] sync = "normal"` (no fsync per receipt commit)
 #   PERF_OUT=FILE perf record -g of Sequester during its JSON measurement in the last round
 #   KEEP_TMP=1    keep the temporary directory (configs, logs, Sequester's data dir)
@@ -47,6 +54,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LUA="$HERE/report.lua"
 BIN=${SEQUESTER_BIN:-"$ROOT/target/release/sequester"}
+FLOOR_BIN=${FLOOR_BIN:-"$ROOT/target/release/examples/hyper_floor"}
 [[ -z ${SEQUESTER_BIN:-} ]] || SKIP_BUILD=1
 # shellcheck source=../lib.sh
 source "$ROOT/bench/lib.sh"
@@ -65,6 +73,11 @@ if [[ -n $PERF_OUT ]]; then need perf "install it with: apt-get install -y linux
 ((missing == 0)) || exit 1
 
 build_sequester
+if [[ -z ${SKIP_BUILD:-} ]]; then
+  echo "building: cargo build --release -p sequester-proxy --example hyper_floor"
+  (cd "$ROOT" && cargo build --release -q -p sequester-proxy --example hyper_floor)
+fi
+[[ -x $FLOOR_BIN ]] || { echo "run.sh: $FLOOR_BIN not found; run cargo build --release -p sequester-proxy --example hyper_floor" >&2; exit 1; }
 
 bench_workdir gateway
 
@@ -169,19 +182,36 @@ for ((i = 0; i < 100; i++)); do
 done
 [[ -n $SQ_ADDR ]] || { echo "run.sh: sequester did not print its ready line" >&2; exit 1; }
 
+# ---------------------------------------------------------------- the hyper floor
+: >"$WORK/floor.out"
+BENCH_VALUE="Bearer $REAL" "$FLOOR_BIN" 127.0.0.1:0 "http://127.0.0.1:$UP_PORT" >>"$WORK/floor.out" 2>"$WORK/floor.err" &
+FL_PID=$!
+PIDS+=("$FL_PID")
+FL_ADDR=""
+for ((i = 0; i < 100; i++)); do
+  FL_ADDR=$(sed -n 's/^listening on //p' "$WORK/floor.out" | head -1 || true)
+  [[ -n $FL_ADDR ]] && break
+  kill -0 "$FL_PID" 2>/dev/null || { cat "$WORK/floor.err" >&2; echo "run.sh: hyper_floor exited" >&2; exit 1; }
+  sleep 0.1
+done
+[[ -n $FL_ADDR ]] || { echo "run.sh: hyper_floor did not print its address" >&2; exit 1; }
+
 # ---------------------------------------------------------------- targets and a correctness check
 declare -A URL AUTH CPU_PIDS
 URL[direct]="http://127.0.0.1:$UP_PORT"
 URL[sequester]="http://$SQ_ADDR/up"
 URL[nginx]="http://127.0.0.1:$NG_PORT/up"
+URL[hyper]="http://$FL_ADDR/up"
 AUTH[direct]="Bearer $REAL"     # the agent would hold the real key
 AUTH[sequester]="Bearer $TOKEN" # the agent holds only the token
 AUTH[nginx]="Bearer $TOKEN"     # nginx overwrites whatever the agent sent
-TARGETS=(direct sequester nginx)
+AUTH[hyper]="Bearer $TOKEN"     # so does the floor
+TARGETS=(direct sequester nginx hyper)
 WORKLOADS=(json sse)
 
 wait_http "${URL[direct]}/json" -H "Authorization: ${AUTH[direct]}"
 wait_http "${URL[nginx]}/json" -H "Authorization: ${AUTH[nginx]}"
+wait_http "${URL[hyper]}/json" -H "Authorization: ${AUTH[hyper]}"
 for t in "${TARGETS[@]}"; do
   for w in "${WORKLOADS[@]}"; do
     got="$WORK/check.$t.$w"
@@ -192,12 +222,13 @@ for t in "${TARGETS[@]}"; do
     [[ $ctype == "$want"* ]] || { echo "run.sh: $t /$w content-type $ctype, want $want" >&2; exit 1; }
   done
 done
-echo "check:   all three return the upstream's bodies; the upstream refuses anything but the real value"
+echo "check:   all four return the upstream's bodies; the upstream refuses anything but the real value"
 
 # Whose CPU time is charged to each target: the proxy in front of the upstream.
 CPU_PIDS[direct]=""
 CPU_PIDS[sequester]="$SQ_PID"
 CPU_PIDS[nginx]="$NG_PID $(pgrep -P "$NG_PID" | tr '\n' ' ')"
+CPU_PIDS[hyper]="$FL_PID"
 UP_ALL="$UP_PID $(pgrep -P "$UP_PID" | tr '\n' ' ')"
 
 # ---------------------------------------------------------------- measure
@@ -267,7 +298,7 @@ echo
 echo "== ratios to direct (median of $ROUNDS round(s))"
 for w in "${WORKLOADS[@]}"; do
   read -r d_rps d_p50 d_p99 _ <<<"${M[direct.$w]}"
-  for t in sequester nginx; do
+  for t in sequester nginx hyper; do
     read -r rps p50 p99 _ <<<"${M[$t.$w]}"
     awk -v w="$w" -v t="$t" -v rps="$rps" -v d="$d_rps" -v p50="$p50" -v d50="$d_p50" -v p99="$p99" -v d99="$d_p99" \
       'BEGIN {printf "  %-5s %-10s throughput x%.2f of direct, p50 %+.3f ms, p99 %+.3f ms\n", w, t, rps / d, p50 - d50, p99 - d99}'
@@ -300,6 +331,15 @@ for w in "${WORKLOADS[@]}"; do
   awk -v w="$w" -v s="$s_rps" -v n="$n_rps" -v sp="$s_p99" -v dp="$d_p99" 'BEGIN {
     printf "  %-5s throughput sequester/nginx = %.2f  %s;  added p99 = %.3f ms  %s\n", w, s / n,
       (s >= n ? "MET" : "MISSED"), sp - dp, (sp - dp < 1 ? "MET" : "MISSED") }'
+done
+echo "== for reference: the hyper floor (the same libraries, no token, policy, receipts or scrubbing)"
+for w in "${WORKLOADS[@]}"; do
+  read -r s_rps _ _ _ s_us <<<"${M[sequester.$w]}"
+  read -r n_rps _ _ _ n_us <<<"${M[nginx.$w]}"
+  read -r h_rps _ _ _ h_us <<<"${M[hyper.$w]}"
+  awk -v w="$w" -v s="$s_rps" -v n="$n_rps" -v h="$h_rps" -v su="$s_us" -v nu="$n_us" -v hu="$h_us" 'BEGIN {
+    printf "  %-5s hyper floor/nginx = %.2f (%.1f vs %.1f µs/req);  sequester/hyper floor = %.2f (+%.1f µs/req)\n",
+      w, h / n, hu, nu, s / h, su - hu }'
 done
 
 echo "after:   CPUs $(busy_percent 2)% busy with our servers idle"
