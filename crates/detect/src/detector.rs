@@ -657,7 +657,7 @@ impl Detector {
     /// see `rules/README.md`). Rule ids must not clash with builtin ones.
     pub fn with_extra_rules(&self, toml: &str) -> Result<Self, DetectError> {
         let extra = rules::parse_rule_file("extra rules", toml)?;
-        rules::check_keyword_coverage(&extra)?;
+        rules::check_user_rules(&extra)?;
         let mut all = self.engine.rules.clone();
         all.extend(extra);
         Ok(Self {
@@ -669,7 +669,7 @@ impl Detector {
     /// A detector with only the rules in `toml` (no builtin rules).
     pub fn from_rules(toml: &str) -> Result<Self, DetectError> {
         let rules = rules::parse_rule_file("rules", toml)?;
-        rules::check_keyword_coverage(&rules)?;
+        rules::check_user_rules(&rules)?;
         Ok(Self {
             engine: Arc::new(Engine::build(rules)?),
             options: DetectorOptions::default(),
@@ -895,7 +895,7 @@ impl Detector {
 /// If `input` matches `rule`, the candidate with its secret span.
 fn capture(rule: &CompiledRule, ri: usize, input: &Input<'_>) -> Option<Candidate> {
     // Most keyword hits do not match: find that out without allocating.
-    let half = rule.regex.search_half(input)?;
+    let half = rule.regex()?.search_half(input)?;
     // The leftmost-first match ends where the half search said: searching only up to there
     // finds the same match and keeps the capture engines' work proportional to the match.
     if half.offset() < input.start() {
@@ -907,8 +907,9 @@ fn capture(rule: &CompiledRule, ri: usize, input: &Input<'_>) -> Option<Candidat
 /// The leftmost-first match of `rule` in `input` with its secret span, from the capture
 /// engines.
 fn captures(rule: &CompiledRule, ri: usize, input: &Input<'_>) -> Option<Candidate> {
-    let mut caps = rule.regex.create_captures();
-    rule.regex.search_captures(input, &mut caps);
+    let regex = rule.regex()?;
+    let mut caps = regex.create_captures();
+    regex.search_captures(input, &mut caps);
     let whole = caps.get_match()?.range();
     let secret = caps
         .get_group(rule.secret_group)
@@ -930,6 +931,18 @@ mod tests {
     fn builtin_compiles() {
         let d = Detector::builtin();
         assert!(d.rules().len() > 20);
+        // The matchers are built lazily: every builtin pattern must build, and the secret
+        // group found in the pattern must be the one the regex numbers that way.
+        for r in &d.engine.rules {
+            let regex = r
+                .regex()
+                .unwrap_or_else(|| panic!("{} does not build", r.rule.id()));
+            let expected = regex
+                .group_info()
+                .to_index(regex_automata::PatternID::ZERO, "secret")
+                .unwrap_or(if regex.captures_len() > 1 { 1 } else { 0 });
+            assert_eq!(r.secret_group, expected, "{}", r.rule.id());
+        }
     }
 
     /// The prefilter's contract for the builtin rules (user rules are checked when loaded):
@@ -975,7 +988,7 @@ mod tests {
     fn reference(d: &Detector, hay: &[u8]) -> Vec<(String, Range<usize>, Confidence, Validation)> {
         let engine = &*d.engine;
         let full_capture = |rule: &CompiledRule, ri: usize, input: &Input<'_>| {
-            rule.regex.search_half(input)?;
+            rule.regex()?.search_half(input)?;
             captures(rule, ri, input)
         };
         let mut candidates = Vec::new();

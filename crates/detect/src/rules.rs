@@ -1,8 +1,9 @@
 //! Rules as data: the TOML schema, the builtin rule files and compiling a rule.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use regex_automata::{meta, util::syntax};
+use regex_syntax::hir::{Hir, HirKind};
 use sequester_model::HostPattern;
 use serde::Deserialize;
 
@@ -210,7 +211,11 @@ impl Rule {
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledRule {
     pub(crate) rule: Rule,
-    pub(crate) regex: meta::Regex,
+    /// The matcher, built the first time the rule is tried: compiling all the builtin
+    /// patterns took nine tenths of the detector's start-up (~80 ms), and most rules are never
+    /// tried on a given input. Rules from users are built when loaded, so that a pattern the
+    /// regex engine refuses is reported then ([`check_user_rules`]).
+    regex: OnceLock<Option<meta::Regex>>,
     /// Capture group holding the secret: `secret` if named, else 1 if present, else 0.
     pub(crate) secret_group: usize,
     /// Every match starts at one of the rule's keywords, so the regex runs anchored at each
@@ -223,12 +228,19 @@ pub(crate) struct CompiledRule {
     pub(crate) max_len: usize,
 }
 
-/// Rejects a rule whose pattern can match text that contains none of its keywords: the
-/// prefilter only looks around keyword hits, so such matches would be missed without a word.
-/// Run on rules from users (the builtin rules are checked by a test, not at every start).
-/// When the automata are too large to decide, the rule is accepted.
-pub(crate) fn check_keyword_coverage(rules: &[CompiledRule]) -> Result<(), DetectError> {
+/// Builds the matchers of rules from users (a pattern the regex engine refuses is an error
+/// now, not a silent miss later), and rejects a rule whose pattern can match text that
+/// contains none of its keywords: the prefilter only looks around keyword hits, so such
+/// matches would be missed without a word. The builtin rules are held to both by tests, not
+/// checked at every start. When the automata are too large to decide coverage, the rule is
+/// accepted.
+pub(crate) fn check_user_rules(rules: &[CompiledRule]) -> Result<(), DetectError> {
     for r in rules {
+        let regex = build_regex(&r.rule.pattern).map_err(|reason| DetectError::InvalidPattern {
+            rule_id: r.rule.id().to_owned(),
+            reason,
+        })?;
+        let _ = r.regex.set(Some(regex));
         let lowered: Vec<Vec<u8>> = r
             .rule
             .keywords
@@ -249,6 +261,45 @@ pub(crate) fn check_keyword_coverage(rules: &[CompiledRule]) -> Result<(), Detec
         }
     }
     Ok(())
+}
+
+/// Patterns run over bytes with Unicode off: `\w`, `\s`, `\d`, `\b` and (?i) are ASCII-only, which is
+/// what credentials are made of and keeps the lazy DFA on its fast path.
+fn build_regex(pattern: &str) -> Result<meta::Regex, String> {
+    meta::Regex::builder()
+        .syntax(syntax::Config::new().utf8(false).unicode(false))
+        .configure(meta::Config::new().utf8_empty(false))
+        .build(pattern)
+        .map_err(|e| e.to_string())
+}
+
+/// The capture group that holds the secret: the one named `secret`, else the first, else the
+/// whole match (0). Group indices are the same in the regex built from the pattern.
+fn secret_group(hir: &Hir) -> usize {
+    fn named(hir: &Hir) -> Option<u32> {
+        match hir.kind() {
+            HirKind::Capture(c) if c.name.as_deref() == Some("secret") => Some(c.index),
+            HirKind::Capture(c) => named(&c.sub),
+            HirKind::Repetition(r) => named(&r.sub),
+            HirKind::Concat(subs) | HirKind::Alternation(subs) => subs.iter().find_map(named),
+            _ => None,
+        }
+    }
+    match named(hir) {
+        Some(i) => i as usize,
+        None if hir.properties().explicit_captures_len() > 0 => 1,
+        None => 0,
+    }
+}
+
+impl CompiledRule {
+    /// The rule's matcher (`None` only if the regex engine refuses a pattern that parsed,
+    /// which the builtin rules' tests and [`check_user_rules`] exclude).
+    pub(crate) fn regex(&self) -> Option<&meta::Regex> {
+        self.regex
+            .get_or_init(|| build_regex(&self.rule.pattern).ok())
+            .as_ref()
+    }
 }
 
 /// Parses a rule file and compiles its rules.
@@ -341,9 +392,7 @@ fn compile(spec: RuleSpec) -> Result<CompiledRule, DetectError> {
         rule_id: id.to_owned(),
         reason,
     };
-    // Patterns run over bytes with Unicode off: \w, \s, \d, \b and (?i) are ASCII-only,
-    // which is what credentials are made of and keeps the lazy DFA on its fast path.
-    let syntax_config = syntax::Config::new().utf8(false).unicode(false);
+    // Parsed as the matcher will be (see `build_regex`): bytes, Unicode off.
     let hir = prefilter::parse_pattern(&spec.pattern).map_err(bad_pattern)?;
     let max_len = match hir.properties().maximum_len() {
         Some(n) if n <= MAX_MATCH_LEN => n,
@@ -356,15 +405,7 @@ fn compile(spec: RuleSpec) -> Result<CompiledRule, DetectError> {
     if hir.properties().minimum_len().unwrap_or(0) == 0 {
         return Err(bad_pattern("it can match the empty string".to_owned()));
     }
-    let regex = meta::Regex::builder()
-        .syntax(syntax_config)
-        .configure(meta::Config::new().utf8_empty(false))
-        .build(&spec.pattern)
-        .map_err(|e| bad_pattern(e.to_string()))?;
-    let group_info = regex.group_info();
-    let secret_group = group_info
-        .to_index(regex_automata::PatternID::ZERO, "secret")
-        .unwrap_or(if regex.captures_len() > 1 { 1 } else { 0 });
+    let secret_group = secret_group(&hir);
 
     let lowered: Vec<Vec<u8>> = spec
         .keywords
@@ -396,7 +437,7 @@ fn compile(spec: RuleSpec) -> Result<CompiledRule, DetectError> {
             examples: spec.examples,
             negative_examples: spec.negative_examples,
         },
-        regex,
+        regex: OnceLock::new(),
         secret_group,
         anchored,
         keyword_starts,

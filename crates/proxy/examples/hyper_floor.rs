@@ -132,11 +132,7 @@ async fn forward(floor: &Floor, req: Request<Incoming>) -> Response<Body> {
         .headers
         .insert(http::header::AUTHORIZATION, floor.authorization.clone());
     parts.headers.remove(http::header::HOST);
-    match floor
-        .client
-        .request(Request::from_parts(parts, body))
-        .await
-    {
+    match floor.client.request(Request::from_parts(parts, body)).await {
         Ok(resp) => resp.map(http_body_util::BodyExt::boxed),
         Err(_) => status(StatusCode::BAD_GATEWAY),
     }
