@@ -16,8 +16,8 @@
 //!    that can match without any of its keywords is refused).
 //! 2. **Prefilter.** Every occurrence of every keyword (ASCII case-insensitive, at least 3
 //!    bytes) is found in one pass that hashes each position's case-folded first three bytes
-//!    into a 64 KiB table, 16 positions per step, and checks only the rare positions whose
-//!    entry is set exactly (faster than an Aho-Corasick automaton over a few hundred
+//!    into a 64 KiB table (whose entry must also admit the class of the fourth byte), 8
+//!    positions per step, and checks only the rare positions whose entry is set exactly (faster than an Aho-Corasick automaton over a few hundred
 //!    case-insensitive keywords); text without keywords costs that one pass.
 //! 3. **Regex at the hit.** A rule whose matches start with a keyword (most builtin ones) runs
 //!    anchored at each hit; for the others the possible match starts are derived from the
