@@ -134,3 +134,98 @@ fn redact_streams_and_catches_a_secret_split_across_writes() {
         filler.len() + "export GITHUB_TOKEN=<<REDACTED_github>>\nbye\n".len()
     );
 }
+
+/// Rules from a file (`--rules`): found by `scan` and replaced by `redact` like builtin ones;
+/// a rule the loader refuses stops the command with `invalid_rule` and says why.
+#[test]
+fn user_rules_from_a_file_are_used_and_bad_ones_are_refused() {
+    let cli = Cli::new(BIN);
+    let rule = |pattern: &str| {
+        format!(
+            r#"
+[[rules]]
+id = "acme-api-key"
+name = "Acme API key"
+provider = "acme"
+keywords = ["acme_"]
+pattern = '''{pattern}'''
+confidence = "high"
+suggested_hosts = ["api.acme.example"]
+"#
+        )
+    };
+    let rules = cli.scratch().join("acme.toml");
+    std::fs::write(&rules, rule(r"\b(?P<secret>acme_[A-Za-z0-9]{32})\b")).unwrap();
+    let key: String = sequester_crypto::random_bytes::<32>()
+        .iter()
+        .map(|b| char::from(BASE62[usize::from(*b) % 62]))
+        .collect();
+    let key = format!("acme_{key}");
+    let file = cli.scratch().join("settings.env");
+    std::fs::write(&file, format!("ACME_KEY={key}\n")).unwrap();
+
+    let run = cli.run(
+        &[
+            "--json",
+            "scan",
+            "--rules",
+            rules.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(run.status, 1, "{run:?}");
+    let f: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(f["rule"], "acme-api-key");
+    assert_eq!(f["provider"], "acme");
+    let text = format!("ACME_KEY={key}\n");
+    assert_eq!(
+        &text[f["start"].as_u64().unwrap() as usize..f["end"].as_u64().unwrap() as usize],
+        key
+    );
+    let redacted = cli.run(
+        &["redact", "--rules", rules.to_str().unwrap()],
+        Some(text.as_bytes()),
+    );
+    assert_eq!(redacted.status, 0, "{redacted:?}");
+    assert!(!redacted.stdout.contains(&key), "{redacted:?}");
+    assert_eq!(redacted.stdout, "ACME_KEY=<<REDACTED_acme>>\n");
+
+    // `acme-` matches too but is no keyword: such keys would never be looked for.
+    std::fs::write(
+        &rules,
+        rule(r"\b(?P<secret>(?:acme_|acme-)[A-Za-z0-9]{32})\b"),
+    )
+    .unwrap();
+    let refused = cli.fails(
+        &[
+            "scan",
+            "--rules",
+            rules.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+        None,
+        "invalid_rule",
+        2,
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("acme-00000000000000000000000000000000"),
+        "the message shows a match without a keyword: {refused:?}"
+    );
+    // A pattern that does not parse is refused the same way, before anything is scanned.
+    std::fs::write(&rules, rule(r"\b(?P<secret>acme_[A-Za-z0-9]{32)\b")).unwrap();
+    let unparsed = cli.fails(
+        &[
+            "scan",
+            "--rules",
+            rules.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+        None,
+        "invalid_rule",
+        2,
+    );
+    assert!(unparsed.stderr.contains("pattern rejected"), "{unparsed:?}");
+}
