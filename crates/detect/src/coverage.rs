@@ -8,13 +8,11 @@
 //! pattern without passing through a keyword is a counterexample, and the shortest one is
 //! reported, so that the rule's author sees what text would be missed.
 
-use crate::prefilter::{parse_pattern, relax};
-use regex_automata::dfa::{Automaton, StartKind, dense};
-use regex_automata::nfa::thompson;
+use crate::prefilter::{RELAX_STEPS, anchored_dfa, parse_pattern, relax};
+use regex_automata::Anchored;
+use regex_automata::dfa::{Automaton, dense};
 use regex_automata::util::primitives::StateID;
 use regex_automata::util::start;
-use regex_automata::{Anchored, MatchKind};
-use regex_syntax::hir::Hir;
 use std::collections::{HashMap, VecDeque};
 
 /// Outcome of [`check`].
@@ -43,11 +41,11 @@ pub(crate) fn check(pattern: &str, keywords: &[Vec<u8>]) -> Coverage {
         return Coverage::Unknown;
     };
     let keys = KeywordAutomaton::new(keywords);
-    if let Some(dfa) = build_dfa(&hir) {
+    if let Some(dfa) = anchored_dfa(&hir, DFA_LIMIT) {
         return explore(&dfa, &keys);
     }
-    for keep in [16, 4, 1] {
-        if let Some(dfa) = build_dfa(&relax(&hir, keep)) {
+    for keep in RELAX_STEPS {
+        if let Some(dfa) = anchored_dfa(&relax(&hir, keep), DFA_LIMIT) {
             return match explore(&dfa, &keys) {
                 Coverage::Covered => Coverage::Covered,
                 _ => Coverage::Unknown,
@@ -55,29 +53,6 @@ pub(crate) fn check(pattern: &str, keywords: &[Vec<u8>]) -> Coverage {
         }
     }
     Coverage::Unknown
-}
-
-fn build_dfa(hir: &Hir) -> Option<dense::DFA<Vec<u32>>> {
-    let nfa = thompson::Compiler::new()
-        .configure(
-            thompson::Config::new()
-                .utf8(false)
-                .which_captures(thompson::WhichCaptures::None),
-        )
-        .build_from_hir(hir)
-        .ok()?;
-    dense::Builder::new()
-        .configure(
-            dense::Config::new()
-                .start_kind(StartKind::Anchored)
-                .match_kind(MatchKind::All)
-                .accelerate(false)
-                .minimize(false)
-                .dfa_size_limit(Some(DFA_LIMIT))
-                .determinize_size_limit(Some(4 * DFA_LIMIT)),
-        )
-        .build_from_nfa(&nfa)
-        .ok()
 }
 
 /// A DFA over ASCII-lowercased bytes whose accepting states are "some keyword has occurred".

@@ -400,9 +400,34 @@ const LEAD_STATES: usize = 64;
 
 /// Counted repetitions with a larger maximum are relaxed, keeping at most this minimum (tried
 /// in order until the DFA fits).
-const RELAX_STEPS: [u32; 3] = [16, 4, 1];
+pub(crate) const RELAX_STEPS: [u32; 3] = [16, 4, 1];
 /// Largest DFA kept per rule.
 const PRECHECK_DFA_LIMIT: usize = 64 * 1024;
+
+/// An anchored DFA reporting every match of `hir` (captures ignored), or `None` if it would
+/// exceed `limit` bytes. Walked by hand: no acceleration, no minimization.
+pub(crate) fn anchored_dfa(hir: &Hir, limit: usize) -> Option<dense::DFA<Vec<u32>>> {
+    let nfa = thompson::Compiler::new()
+        .configure(
+            thompson::Config::new()
+                .utf8(false)
+                .which_captures(thompson::WhichCaptures::None),
+        )
+        .build_from_hir(hir)
+        .ok()?;
+    dense::Builder::new()
+        .configure(
+            dense::Config::new()
+                .start_kind(StartKind::Anchored)
+                .match_kind(MatchKind::All)
+                .accelerate(false)
+                .minimize(false)
+                .dfa_size_limit(Some(limit))
+                .determinize_size_limit(Some(4 * limit)),
+        )
+        .build_from_nfa(&nfa)
+        .ok()
+}
 
 impl Precheck {
     /// The precheck for `pattern`, or `None` when even the most relaxed DFA is too large (the
@@ -410,27 +435,7 @@ impl Precheck {
     pub(crate) fn new(pattern: &str) -> Option<Self> {
         let hir = parse_pattern(pattern).ok()?;
         RELAX_STEPS.iter().find_map(|&k| {
-            let relaxed = relax(&hir, k);
-            let nfa = thompson::Compiler::new()
-                .configure(
-                    thompson::Config::new()
-                        .utf8(false)
-                        .which_captures(thompson::WhichCaptures::None),
-                )
-                .build_from_hir(&relaxed)
-                .ok()?;
-            let dfa = dense::Builder::new()
-                .configure(
-                    dense::Config::new()
-                        .start_kind(StartKind::Anchored)
-                        .match_kind(MatchKind::All)
-                        .accelerate(false)
-                        .minimize(false)
-                        .dfa_size_limit(Some(PRECHECK_DFA_LIMIT))
-                        .determinize_size_limit(Some(4 * PRECHECK_DFA_LIMIT)),
-                )
-                .build_from_nfa(&nfa)
-                .ok()?;
+            let dfa = anchored_dfa(&relax(&hir, k), PRECHECK_DFA_LIMIT)?;
             let start = dfa.universal_start_state(Anchored::Yes);
             let lead = start.map(|sid| lead_sets(&dfa, sid)).unwrap_or_default();
             Some(Self { dfa, start, lead })
