@@ -245,12 +245,7 @@ impl Engine {
         let mut starts_known = Vec::with_capacity(rules.len());
         for (i, r) in rules.iter().enumerate() {
             prechecks.push(OnceLock::new());
-            let lowered: Vec<Vec<u8>> = r
-                .rule
-                .keywords
-                .iter()
-                .map(|k| k.as_bytes().to_ascii_lowercase())
-                .collect();
+            let lowered = rules::lowercase_keywords(&r.rule.keywords);
             let offsets = r.keyword_starts.as_ref().filter(|_| !r.anchored);
             starts_known.push(offsets.is_some());
             for (j, k) in lowered.into_iter().enumerate() {
@@ -953,12 +948,7 @@ mod tests {
         let mut undecided = Vec::new();
         let mut uncovered = Vec::new();
         for r in &d.engine.rules {
-            let lowered: Vec<Vec<u8>> = r
-                .rule
-                .keywords
-                .iter()
-                .map(|k| k.as_bytes().to_ascii_lowercase())
-                .collect();
+            let lowered = rules::lowercase_keywords(&r.rule.keywords);
             match crate::coverage::check(&r.rule.pattern, &lowered) {
                 crate::coverage::Coverage::Covered => {}
                 crate::coverage::Coverage::Uncovered(text) => uncovered.push(format!(

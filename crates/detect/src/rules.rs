@@ -241,14 +241,8 @@ pub(crate) fn check_user_rules(rules: &[CompiledRule]) -> Result<(), DetectError
             reason,
         })?;
         let _ = r.regex.set(Some(regex));
-        let lowered: Vec<Vec<u8>> = r
-            .rule
-            .keywords
-            .iter()
-            .map(|k| k.as_bytes().to_ascii_lowercase())
-            .collect();
         if let crate::coverage::Coverage::Uncovered(text) =
-            crate::coverage::check(&r.rule.pattern, &lowered)
+            crate::coverage::check(&r.rule.pattern, &lowercase_keywords(&r.rule.keywords))
         {
             return Err(invalid(
                 r.rule.id(),
@@ -261,6 +255,14 @@ pub(crate) fn check_user_rules(rules: &[CompiledRule]) -> Result<(), DetectError
         }
     }
     Ok(())
+}
+
+/// Keywords as the prefilter holds and compares them: ASCII-lowercased bytes.
+pub(crate) fn lowercase_keywords(keywords: &[String]) -> Vec<Vec<u8>> {
+    keywords
+        .iter()
+        .map(|k| k.as_bytes().to_ascii_lowercase())
+        .collect()
 }
 
 /// Patterns run over bytes with Unicode off: `\w`, `\s`, `\d`, `\b` and (?i) are ASCII-only, which is
@@ -407,11 +409,7 @@ fn compile(spec: RuleSpec) -> Result<CompiledRule, DetectError> {
     }
     let secret_group = secret_group(&hir);
 
-    let lowered: Vec<Vec<u8>> = spec
-        .keywords
-        .iter()
-        .map(|k| k.as_bytes().to_ascii_lowercase())
-        .collect();
+    let lowered = lowercase_keywords(&spec.keywords);
     let keyword_starts = prefilter::start_offsets(&hir, &lowered);
     let anchored = prefilter::starts_at_keywords(keyword_starts.as_deref());
 
