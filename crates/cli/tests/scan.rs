@@ -191,41 +191,35 @@ suggested_hosts = ["api.acme.example"]
     assert!(!redacted.stdout.contains(&key), "{redacted:?}");
     assert_eq!(redacted.stdout, "ACME_KEY=<<REDACTED_acme>>\n");
 
+    // A refused rule file stops `scan` before anything is scanned.
+    let refused_scan = || {
+        cli.fails(
+            &[
+                "scan",
+                "--rules",
+                rules.to_str().unwrap(),
+                file.to_str().unwrap(),
+            ],
+            None,
+            "invalid_rule",
+            2,
+        )
+    };
     // `acme-` matches too but is no keyword: such keys would never be looked for.
     std::fs::write(
         &rules,
         rule(r"\b(?P<secret>(?:acme_|acme-)[A-Za-z0-9]{32})\b"),
     )
     .unwrap();
-    let refused = cli.fails(
-        &[
-            "scan",
-            "--rules",
-            rules.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ],
-        None,
-        "invalid_rule",
-        2,
-    );
+    let refused = refused_scan();
     assert!(
         refused
             .stderr
             .contains("acme-00000000000000000000000000000000"),
         "the message shows a match without a keyword: {refused:?}"
     );
-    // A pattern that does not parse is refused the same way, before anything is scanned.
+    // A pattern that does not parse is refused the same way.
     std::fs::write(&rules, rule(r"\b(?P<secret>acme_[A-Za-z0-9]{32)\b")).unwrap();
-    let unparsed = cli.fails(
-        &[
-            "scan",
-            "--rules",
-            rules.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ],
-        None,
-        "invalid_rule",
-        2,
-    );
+    let unparsed = refused_scan();
     assert!(unparsed.stderr.contains("pattern rejected"), "{unparsed:?}");
 }
