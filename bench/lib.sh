@@ -49,6 +49,20 @@ pick_port() { # below the usual ephemeral range (32768-60999), where outgoing co
   echo "run.sh: no free port found" >&2
   exit 1
 }
+wait_printed() { # PID ERRFILE NAME CMD…: CMD's first non-empty output (an address the process
+  # prints once it listens), retried for at most 10 s while PID lives; use as
+  # `x=$(wait_printed …) || exit 1`
+  local pid=$1 err=$2 name=$3 got i
+  shift 3
+  for ((i = 0; i < 100; i++)); do
+    got=$("$@" 2>/dev/null || true)
+    if [[ -n $got ]]; then echo "$got"; return 0; fi
+    kill -0 "$pid" 2>/dev/null || { cat "$err" >&2; echo "run.sh: $name exited" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "run.sh: $name did not print its address" >&2
+  exit 1
+}
 wait_http() { # URL [curl args…]: until it answers, at most 10 s
   local url=$1 i
   shift

@@ -173,28 +173,16 @@ fi
 "$BIN" --json serve "${SQ_CFG[@]}" --listen 127.0.0.1:0 >>"$WORK/sequester.out" 2>"$WORK/sequester.err" &
 SQ_PID=$!
 PIDS+=("$SQ_PID")
-SQ_ADDR=""
-for ((i = 0; i < 100; i++)); do
-  SQ_ADDR=$(sed -n 's/.*"event":"ready".*"listen":"\([^"]*\)".*/\1/p' "$WORK/sequester.out" | head -1 || true)
-  [[ -n $SQ_ADDR ]] && break
-  kill -0 "$SQ_PID" 2>/dev/null || { cat "$WORK/sequester.err" >&2; echo "run.sh: sequester exited" >&2; exit 1; }
-  sleep 0.1
-done
-[[ -n $SQ_ADDR ]] || { echo "run.sh: sequester did not print its ready line" >&2; exit 1; }
+sq_listen() { sed -n 's/.*"event":"ready".*"listen":"\([^"]*\)".*/\1/p' "$WORK/sequester.out" | head -1; }
+SQ_ADDR=$(wait_printed "$SQ_PID" "$WORK/sequester.err" sequester sq_listen) || exit 1
 
 # ---------------------------------------------------------------- the hyper floor
 : >"$WORK/floor.out"
 BENCH_VALUE="Bearer $REAL" "$FLOOR_BIN" 127.0.0.1:0 "http://127.0.0.1:$UP_PORT" >>"$WORK/floor.out" 2>"$WORK/floor.err" &
 FL_PID=$!
 PIDS+=("$FL_PID")
-FL_ADDR=""
-for ((i = 0; i < 100; i++)); do
-  FL_ADDR=$(sed -n 's/^listening on //p' "$WORK/floor.out" | head -1 || true)
-  [[ -n $FL_ADDR ]] && break
-  kill -0 "$FL_PID" 2>/dev/null || { cat "$WORK/floor.err" >&2; echo "run.sh: hyper_floor exited" >&2; exit 1; }
-  sleep 0.1
-done
-[[ -n $FL_ADDR ]] || { echo "run.sh: hyper_floor did not print its address" >&2; exit 1; }
+floor_listen() { sed -n 's/^listening on //p' "$WORK/floor.out" | head -1; }
+FL_ADDR=$(wait_printed "$FL_PID" "$WORK/floor.err" hyper_floor floor_listen) || exit 1
 
 # ---------------------------------------------------------------- targets and a correctness check
 declare -A URL AUTH CPU_PIDS

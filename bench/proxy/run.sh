@@ -145,8 +145,9 @@ PIDS+=("$UP_PID")
 # seq-full: the default audit (fsync before injecting); seq-normal: [audit] sync = "normal".
 export SEQUESTER_LOG=warn
 declare -A SQ_PID SQ_PROXY SQ_CA SQ_KEY SQ_TOKEN SQ_GATEWAY
+proxy_listen() { grep '"event":"ready"' "$1" | head -1 | jq -r '.proxy // empty'; } # OUTFILE
 start_sequester() { # variant
-  local v=$1 dir="$WORK/$1" out err cfg=() addr="" ca="" i
+  local v=$1 dir="$WORK/$1" out err cfg=() addr="" ca=""
   mkdir -p "$dir"
   export SEQUESTER_DATA_DIR="$dir/data"
   "$BIN" init >/dev/null
@@ -166,13 +167,7 @@ start_sequester() { # variant
   "$BIN" --json serve "${cfg[@]}" --listen 127.0.0.1:0 --proxy-listen 127.0.0.1:0 --upstream-ca "$UP_CA" >>"$out" 2>"$err" &
   SQ_PID[$v]=$!
   PIDS+=("${SQ_PID[$v]}")
-  for ((i = 0; i < 100; i++)); do
-    addr=$(grep '"event":"ready"' "$out" | head -1 | jq -r '.proxy // empty' 2>/dev/null || true)
-    [[ -n $addr ]] && break
-    kill -0 "${SQ_PID[$v]}" 2>/dev/null || { cat "$err" >&2; echo "run.sh: sequester ($v) exited" >&2; exit 1; }
-    sleep 0.1
-  done
-  [[ -n $addr ]] || { echo "run.sh: sequester ($v) did not print its ready line with a proxy address" >&2; exit 1; }
+  addr=$(wait_printed "${SQ_PID[$v]}" "$err" "sequester ($v)" proxy_listen "$out") || exit 1
   ca=$(grep '"event":"ready"' "$out" | head -1 | jq -r '.ca')
   [[ -f $ca ]] || { echo "run.sh: sequester ($v) CA $ca not found" >&2; exit 1; }
   SQ_PROXY[$v]=$addr
