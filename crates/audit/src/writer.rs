@@ -2,11 +2,19 @@ use crate::Receipt;
 use sequester_store::{NewReceipt, ReceiptAppender, Store};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most receipts committed in one transaction.
 const MAX_BATCH: usize = 1024;
+/// How long receipts nobody waits for (completions, denials) may stay queued for a commit
+/// that someone does wait for (an intent), so that they do not cost a synced commit of their
+/// own nor hold up, with one, the intent that arrives meanwhile. Past it (or at
+/// [`RIDE_ALONG_ROWS`]) they are committed alone. Nothing is lost by waiting: the writer
+/// commits what is queued when it stops.
+const RIDE_ALONG: Duration = Duration::from_millis(20);
+/// Queued receipts nobody waits for that are committed without waiting for an intent.
+const RIDE_ALONG_ROWS: usize = 256;
 /// Receipts that may wait for the writer before callers feel back-pressure.
 const QUEUE: usize = 16 * 1024;
 
@@ -180,22 +188,72 @@ impl AuditWriter {
 
 /// A waiter for a batch's outcome (`None` for receipts nobody waits on).
 type Waiter = Option<oneshot::Sender<Result<(), AuditError>>>;
+/// Rows to commit in one transaction and, for each, who waits for it.
+type Batch = (Vec<NewReceipt>, Vec<Waiter>);
 
-/// `first` and everything queued behind it (up to [`MAX_BATCH`]): the rows to commit and who
-/// waits for them.
-fn next_batch(first: Job, rx: &mut mpsc::Receiver<Job>) -> (Vec<NewReceipt>, Vec<Waiter>) {
-    let mut rows = vec![first.row];
-    let mut waiters = vec![first.done];
-    while rows.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(job) => {
-                rows.push(job.row);
-                waiters.push(job.done);
+/// The receipts taken from the queue and not committed yet.
+#[derive(Default)]
+struct Pending {
+    rows: Vec<NewReceipt>,
+    waiters: Vec<Waiter>,
+    /// When the oldest of `rows` was taken.
+    since: Option<Instant>,
+    /// Whether someone waits for one of `rows`.
+    waited: bool,
+}
+
+impl Pending {
+    /// Adds `job` and everything queued behind it (up to [`MAX_BATCH`] rows in all).
+    fn take(&mut self, job: Job, rx: &mut mpsc::Receiver<Job>) {
+        self.push(job);
+        while self.rows.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => self.push(job),
+                Err(_) => break,
             }
-            Err(_) => break,
         }
     }
-    (rows, waiters)
+
+    fn push(&mut self, job: Job) {
+        self.since.get_or_insert_with(Instant::now);
+        self.waited |= job.done.is_some();
+        self.rows.push(job.row);
+        self.waiters.push(job.done);
+    }
+
+    /// Whether to commit now rather than wait for more: someone waits, the batch is large,
+    /// or its oldest row has waited [`RIDE_ALONG`].
+    fn due(&self, now: Instant) -> bool {
+        self.waited
+            || self.rows.len() >= RIDE_ALONG_ROWS
+            || self.deadline().is_some_and(|d| d <= now)
+    }
+
+    /// Until when the writer may wait for an intent before committing what it holds.
+    fn deadline(&self) -> Option<Instant> {
+        self.since.map(|t| t + RIDE_ALONG)
+    }
+
+    /// The rows to commit and who waits for them, leaving nothing pending.
+    fn batch(&mut self) -> Batch {
+        let taken = std::mem::take(self);
+        (taken.rows, taken.waiters)
+    }
+}
+
+/// What the writer's wait for the queue ended with.
+enum Next {
+    Job(Job),
+    /// The pending rows' deadline passed.
+    Due,
+    /// Every sender is gone: commit what is pending and stop.
+    Closed,
+}
+
+impl From<Option<Job>> for Next {
+    fn from(job: Option<Job>) -> Self {
+        job.map_or(Self::Closed, Self::Job)
+    }
 }
 
 /// Tells every waiter of a committed (or failed) batch its outcome and counts the batch.
@@ -221,24 +279,94 @@ fn settle(
     }
 }
 
+/// Adds what the wait for the queue brought to `pending`; returns the batch to commit now, if
+/// any, and whether the writer stops after it.
+fn after_wait(
+    pending: &mut Pending,
+    waited: Next,
+    rx: &mut mpsc::Receiver<Job>,
+) -> (Option<Batch>, bool) {
+    let closed = match waited {
+        Next::Job(job) => {
+            pending.take(job, rx);
+            false
+        }
+        Next::Due => false,
+        Next::Closed => true,
+    };
+    let commit = !pending.rows.is_empty() && (closed || pending.due(Instant::now()));
+    (commit.then(|| pending.batch()), closed)
+}
+
 async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>, stats: &AuditStats) {
-    while let Some(first) = rx.recv().await {
-        let (rows, waiters) = next_batch(first, &mut rx);
-        let started = Instant::now();
-        let result = store.append_receipts(&rows).await;
-        settle(result, rows.len(), waiters, started, stats);
+    let mut pending = Pending::default();
+    loop {
+        let waited = match pending.deadline() {
+            None => rx.recv().await.into(),
+            Some(d) => tokio::time::timeout_at(d.into(), rx.recv())
+                .await
+                .map_or(Next::Due, Next::from),
+        };
+        let (batch, stop) = after_wait(&mut pending, waited, &mut rx);
+        if let Some((rows, waiters)) = batch {
+            let started = Instant::now();
+            let result = store.append_receipts(&rows).await;
+            settle(result, rows.len(), waiters, started, stats);
+        }
+        if stop {
+            return;
+        }
     }
 }
 
+/// [`run`] on a thread of its own, with a synchronous appender.
 fn run_blocking(
     mut appender: Box<dyn ReceiptAppender>,
     mut rx: mpsc::Receiver<Job>,
     stats: &AuditStats,
 ) {
-    while let Some(first) = rx.blocking_recv() {
-        let (rows, waiters) = next_batch(first, &mut rx);
-        let started = Instant::now();
-        let result = appender.append(&rows);
-        settle(result, rows.len(), waiters, started, stats);
+    let mut pending = Pending::default();
+    loop {
+        let waited = match pending.deadline() {
+            None => rx.blocking_recv().into(),
+            Some(d) => recv_until(&mut rx, d),
+        };
+        let (batch, stop) = after_wait(&mut pending, waited, &mut rx);
+        if let Some((rows, waiters)) = batch {
+            let started = Instant::now();
+            let result = appender.append(&rows);
+            settle(result, rows.len(), waiters, started, stats);
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// `blocking_recv` with a deadline, for the writer's own thread: polls the queue with a waker
+/// that unparks the thread and parks in between (no runtime timer, so it works whatever
+/// runtime the senders are on, also while that runtime shuts down).
+fn recv_until(rx: &mut mpsc::Receiver<Job>, deadline: Instant) -> Next {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(job) = rx.poll_recv(&mut cx) {
+            return job.into();
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Next::Due;
+        }
+        // Woken by a sender, or spuriously: the loop polls again either way.
+        std::thread::park_timeout(deadline - now);
     }
 }

@@ -226,3 +226,56 @@ async fn the_thread_appender_and_the_async_append_share_one_chain() {
     let head = store.receipt_head().await.unwrap().unwrap();
     assert_eq!(head.0, 24);
 }
+
+/// A receipt nobody waits for (a completion) does not cost a commit of its own when an intent
+/// follows soon: both go in the intent's commit. (Without riding along, each completion would
+/// be committed alone by the idle writer: 40 commits. A few may still go alone if this test's
+/// thread stalls past the ride-along window between the two sends.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_ride_along_with_the_next_intent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_data, store, tenant) = store(tmp.path()).await;
+    let (writer, handle) = AuditWriter::start(store.clone());
+    for i in 0..20u64 {
+        writer
+            .record(&receipt(&tenant, 1000 + i, Kind::Completion))
+            .await;
+        // Time for the writer to take the completion alone.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        writer
+            .record_durable(&receipt(&tenant, i, Kind::Intent))
+            .await
+            .unwrap();
+    }
+    let stats = writer.stats();
+    assert_eq!((stats.receipts, stats.durable), (40, 20));
+    assert!(
+        stats.batches <= 24,
+        "{} commits for 20 pairs",
+        stats.batches
+    );
+    drop(writer);
+    handle.await.unwrap();
+    assert_eq!(verify(store.as_ref()).await.unwrap().records, 40);
+}
+
+/// With no intent coming, a receipt nobody waits for is still committed soon, without the
+/// writer being stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_completion_is_committed_without_an_intent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_data, store, tenant) = store(tmp.path()).await;
+    let (writer, handle) = AuditWriter::start(store.clone());
+    writer.record(&receipt(&tenant, 1, Kind::Denial)).await;
+    let started = std::time::Instant::now();
+    while store.receipt_chain(0, 10).await.unwrap().is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "the denial was not committed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(writer.stats().batches, 1);
+    drop(writer);
+    handle.await.unwrap();
+}
