@@ -18,6 +18,15 @@ build_sequester() { # unless SKIP_BUILD is set; then BIN must exist
   fi
   [[ -x $BIN ]] || { echo "run.sh: $BIN not found; run cargo build --release -p sequester" >&2; exit 1; }
 }
+build_floor() { # EXAMPLE PATH: builds sequester-proxy's example EXAMPLE unless SKIP_BUILD is
+  # set; then PATH (the built example, or another given by the caller) must exist
+  local cmd="cargo build --release -p sequester-proxy --example $1"
+  if [[ -z ${SKIP_BUILD:-} ]]; then
+    echo "building: $cmd"
+    (cd "$ROOT" && $cmd -q)
+  fi
+  [[ -x $2 ]] || { echo "run.sh: $2 not found; run $cmd" >&2; exit 1; }
+}
 
 # ---------------------------------------------------------------- processes and cleanup
 PIDS=()

@@ -13,7 +13,10 @@
 #              libraries cost from what Sequester's work (token, policy, receipts, scrubbing)
 #              adds
 # and two workloads: `json`, a ~100-byte JSON response, and `sse`, 20 events of ~100 bytes
-# (text/event-stream, sent without delay).
+# (text/event-stream, sent without delay). Then, for each target, `json` at a fixed rate (RATE
+# requests/s in all over the same 32 connections, oha -q with --latency-correction, so a late
+# response does not hold back the requests behind it): latency below saturation, where the
+# keep-alive figures measure mostly the queue in front of a busy proxy.
 #
 # The upstream is a second nginx serving two static files. It answers 401 unless the request
 # carries the real value, so a proxy that fails to swap shows up as errors, not as speed.
@@ -28,6 +31,7 @@
 #   DURATION=10   seconds per measurement        WARMUP=2   seconds of discarded warm-up before each
 #   ROUNDS=3      rounds of all six measurements, interleaved; each cell is the median over rounds
 #   CONNS=32      connections                    THREADS=2  wrk threads
+#   RATE=2000     requests/s of the fixed-rate measurements (oha; well below every target's capacity)
 #   PROXY_WORKERS=2     nginx proxy worker_processes (Sequester runs 2 tokio worker threads)
 #   UPSTREAM_WORKERS=2  upstream nginx worker_processes
 #   WAIT_QUIET=0  wait up to this many seconds for other processes to leave the CPUs idle
@@ -43,6 +47,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
+RATE=${RATE:-2000}
 THREADS=${THREADS:-2}
 PROXY_WORKERS=${PROXY_WORKERS:-2}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-2}
@@ -62,6 +67,8 @@ source "$ROOT/bench/lib.sh"
 # ---------------------------------------------------------------- tools
 need nginx "install it with: apt-get install -y nginx-light"
 need wrk "install it with: apt-get install -y wrk"
+need oha "install it with: cargo install oha --locked"
+need jq "install it with: apt-get install -y jq"
 need curl "install it with: apt-get install -y curl"
 need awk "install it with: apt-get install -y gawk"
 need pgrep "install it with: apt-get install -y procps"
@@ -73,11 +80,7 @@ if [[ -n $PERF_OUT ]]; then need perf "install it with: apt-get install -y linux
 ((missing == 0)) || exit 1
 
 build_sequester
-if [[ -z ${SKIP_BUILD:-} ]]; then
-  echo "building: cargo build --release -p sequester-proxy --example hyper_floor"
-  (cd "$ROOT" && cargo build --release -q -p sequester-proxy --example hyper_floor)
-fi
-[[ -x $FLOOR_BIN ]] || { echo "run.sh: $FLOOR_BIN not found; run cargo build --release -p sequester-proxy --example hyper_floor" >&2; exit 1; }
+build_floor hyper_floor "$FLOOR_BIN"
 
 bench_workdir gateway
 
@@ -260,11 +263,32 @@ measure() { # target workload round
   sleep 1
 }
 
+# RATE_RES[target.round] = "p50_ms p99_ms errors" at RATE requests/s (json).
+declare -A RATE_RES
+measure_rate() { # target round
+  local t=$1 r=$2 out line a
+  a=(--no-tui --output-format json -c "$CONNS" -q "$RATE" --latency-correction -H "Authorization: ${AUTH[$t]}")
+  timeout $((WARMUP + 30)) oha "${a[@]}" -z "${WARMUP}s" "${URL[$t]}/json" >/dev/null 2>&1 || true
+  out=$(timeout $((DURATION + 60)) oha "${a[@]}" -z "${DURATION}s" "${URL[$t]}/json" 2>"$WORK/oha.err") || {
+    cat "$WORK/oha.err" >&2; echo "run.sh: oha failed ($t, fixed rate)" >&2; exit 1; }
+  line=$(jq -r '[(.latencyPercentiles.p50 // 0) * 1000, (.latencyPercentiles.p99 // 0) * 1000,
+                 ((.statusCodeDistribution // {} | to_entries | map(select(.key != "200") | .value) | add // 0)
+                  + (.errorDistribution // {} | to_entries | map(.value) | add // 0))] | @tsv' <<<"$out")
+  RATE_RES[$t.$r]=$(awk '{printf "%.3f %.3f %d", $1, $2, $3}' <<<"$line")
+  read -r p50 p99 err <<<"${RATE_RES[$t.$r]}"
+  printf '  round %d  json at %d req/s  %-9s p50 %6s ms  p99 %7s ms  errors %s\n' "$r" "$RATE" "$t" "$p50" "$p99" "$err"
+  sleep 1
+}
+
 echo "== measurements"
 for ((r = 1; r <= ROUNDS; r++)); do
   for w in "${WORKLOADS[@]}"; do
     for t in "${TARGETS[@]}"; do measure "$t" "$w" "$r"; done
   done
+done
+echo "== at a fixed rate: oha -c$CONNS -q $RATE --latency-correction -z${DURATION}s"
+for ((r = 1; r <= ROUNDS; r++)); do
+  for t in "${TARGETS[@]}"; do measure_rate "$t" "$r"; done
 done
 
 audit_summary "http://$SQ_ADDR/metrics"
@@ -319,6 +343,20 @@ for w in "${WORKLOADS[@]}"; do
   awk -v w="$w" -v s="$s_rps" -v n="$n_rps" -v sp="$s_p99" -v dp="$d_p99" 'BEGIN {
     printf "  %-5s throughput sequester/nginx = %.2f  %s;  added p99 = %.3f ms  %s\n", w, s / n,
       (s >= n ? "MET" : "MISSED"), sp - dp, (sp - dp < 1 ? "MET" : "MISSED") }'
+done
+echo
+echo "== at $RATE req/s (below saturation; median of $ROUNDS): p50 / p99 ms, added to direct's"
+rate_median() { # target field
+  local r
+  for ((r = 1; r <= ROUNDS; r++)); do awk -v f="$2" '{print $f}' <<<"${RATE_RES[$1.$r]}"; done |
+    sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}
+rd50=$(rate_median direct 1) rd99=$(rate_median direct 2)
+for t in "${TARGETS[@]}"; do
+  awk -v t="$t" -v p50="$(rate_median "$t" 1)" -v p99="$(rate_median "$t" 2)" -v err="$(rate_median "$t" 3)" -v d50="$rd50" -v d99="$rd99" 'BEGIN {
+    if (t == "direct") printf "  %-9s p50 %.3f  p99 %.3f  errors %d\n", t, p50, p99, err
+    else printf "  %-9s p50 %.3f (%+.3f)  p99 %.3f (%+.3f)  errors %d%s\n", t, p50, p50 - d50, p99, p99 - d99, err,
+      (t == "sequester" ? sprintf("  added p99 < 1 ms: %s", (p99 - d99 < 1 ? "MET" : "MISSED")) : "") }'
 done
 echo "== for reference: the hyper floor (the same libraries, no token, policy, receipts or scrubbing)"
 for w in "${WORKLOADS[@]}"; do

@@ -10,10 +10,18 @@
 #   mitmproxy   oha → CONNECT through mitmdump with bench/proxy/swap_addon.py (replaces
 #               "Bearer TOKEN" by "Bearer VALUE"; proxyauth set, like Sequester's agent key)
 #               → HTTPS upstream: a header rewrite only, no audit, no scrubbing
+#   floor       oha → CONNECT through the `mitm_floor` example (crates/proxy/examples/
+#               mitm_floor.rs): the same interception built from Sequester's own parts (tokio,
+#               hyper, rustls, its interception CA code, the pooled hyper-rustls client,
+#               mimalloc) and nothing else: no proxy authentication, egress policy, token
+#               lookup, receipts, scrubbing or metrics. What the stack costs, for reference
 # with HTTP/1.1 keep-alive (`ka`: 32 connections, each one CONNECT + TLS handshake, then many
 # requests), and new connections (`new`: oha --disable-keepalive, so every request is a new
-# CONNECT, a TLS handshake with the proxy and, for both proxies, a new upstream connection or a
-# pooled one as the proxy chooses) for the three proxies.
+# CONNECT, a TLS handshake with the proxy and, for every proxy, a new upstream connection or a
+# pooled one as the proxy chooses) for the proxies, and at a fixed rate (`rate`: keep-alive,
+# RATE requests/s in all, oha -q with --latency-correction, so a late response does not hold
+# back the requests behind it) for direct, Sequester (seq-full) and the floor: latency below
+# saturation, where the keep-alive figures measure mostly the queue in front of a busy proxy.
 #
 # The upstream is nginx with TLS (a throwaway CA and a leaf for localhost, made here with
 # openssl) serving a ~100-byte JSON file. It answers 401 unless the request carries the real
@@ -22,17 +30,21 @@
 # to processes other than oha, the upstream and the proxy measured: a measurement where that
 # exceeds 10% is marked "disturbed".
 #
-# Usage: bench/proxy/run.sh   (from anywhere; runs `cargo build --release -p sequester` first)
+# Usage: bench/proxy/run.sh   (from anywhere; runs `cargo build --release -p sequester` and
+# `cargo build --release -p sequester-proxy --example mitm_floor` first)
 # Takes about 5 minutes with the defaults (plus, on the first run, a `pip install mitmproxy` into
 # bench/proxy/.venv, which is gitignored: mitmproxy pins an h11 that breaks the main env).
 # Environment knobs:
 #   DURATION=8    seconds per measurement        WARMUP=2   seconds of discarded warm-up before each
 #   ROUNDS=3      rounds of all measurements, interleaved; each cell is the median over rounds
 #   CONNS=32      connections (oha -c)
+#   RATE=2000     requests/s of the fixed-rate measurements (well below every proxy's capacity
+#                 but mitmproxy's, which is left out of them)
 #   UPSTREAM_WORKERS=2  upstream nginx worker_processes
 #   WAIT_QUIET=0  wait up to this many seconds for other processes to leave the CPUs idle
 #   MITM_VENV=DIR virtualenv holding mitmdump [bench/proxy/.venv; created if missing]
 #   SEQUESTER_BIN=PATH  measure another build (implies SKIP_BUILD=1)     SKIP_BUILD=1
+#   FLOOR_BIN=PATH      the mitm_floor example [target/release/examples/mitm_floor]
 #   PERF_OUT=FILE perf record -g of Sequester (seq-full, keep-alive) in the last round
 #   KEEP_TMP=1    keep the temporary directory (certificates, configs, logs, data dirs)
 # Everything listens on 127.0.0.1; every process started here is stopped by its PID on exit.
@@ -42,6 +54,7 @@ DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
+RATE=${RATE:-2000}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-2}
 WAIT_QUIET=${WAIT_QUIET:-0}
 PERF_OUT=${PERF_OUT:-}
@@ -51,6 +64,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 ADDON="$HERE/swap_addon.py"
 MITM_VENV=${MITM_VENV:-"$HERE/.venv"}
 BIN=${SEQUESTER_BIN:-"$ROOT/target/release/sequester"}
+FLOOR_BIN=${FLOOR_BIN:-"$ROOT/target/release/examples/mitm_floor"}
 [[ -z ${SEQUESTER_BIN:-} ]] || SKIP_BUILD=1
 # shellcheck source=../lib.sh
 source "$ROOT/bench/lib.sh"
@@ -83,6 +97,7 @@ fi
 MITMDUMP="$MITM_VENV/bin/mitmdump"
 
 build_sequester
+build_floor mitm_floor "$FLOOR_BIN"
 
 bench_workdir proxy
 
@@ -198,6 +213,15 @@ for ((i = 0; i < 200; i++)); do
 done
 [[ -s $WORK/mitm/mitmproxy-ca-cert.pem ]] || { echo "run.sh: mitmdump did not write its CA" >&2; exit 1; }
 
+# ---------------------------------------------------------------- the floor
+mkdir -p "$WORK/floor"
+: >"$WORK/floor/out"
+BENCH_VALUE="Bearer $REAL" "$FLOOR_BIN" 127.0.0.1:0 "$WORK/floor/ca.pem" "$UP_CA" >>"$WORK/floor/out" 2>"$WORK/floor/err" &
+FL_PID=$!
+PIDS+=("$FL_PID")
+floor_listen() { sed -n 's/^listening on //p' "$WORK/floor/out" | head -1; }
+FL_ADDR=$(wait_printed "$FL_PID" "$WORK/floor/err" mitm_floor floor_listen) || exit 1
+
 # ---------------------------------------------------------------- targets and a correctness check
 UP_URL="https://localhost:$UP_PORT/json"
 declare -A CA AUTH PROXY PROXY_USER CPU_PIDS
@@ -216,8 +240,13 @@ AUTH[mitmproxy]="Bearer $MITM_TOKEN"
 PROXY[mitmproxy]="http://127.0.0.1:$MITM_PORT"
 PROXY_USER[mitmproxy]="bot:$MITM_PASS"
 CPU_PIDS[mitmproxy]=$MITM_PID
+CA[floor]="$WORK/floor/ca.pem"
+AUTH[floor]="Bearer $MITM_TOKEN" # replaced by the value whatever it is
+PROXY[floor]="http://$FL_ADDR"
+PROXY_USER[floor]="bot:unchecked" # the floor does not authenticate
+CPU_PIDS[floor]=$FL_PID
 CPU_PIDS[direct]=""
-TARGETS=(direct seq-full seq-normal mitmproxy)
+TARGETS=(direct seq-full seq-normal mitmproxy floor)
 
 curl_args() { # target
   local a=(--cacert "${CA[$1]}" -H "Authorization: ${AUTH[$1]}")
@@ -235,7 +264,7 @@ for t in "${TARGETS[@]}"; do
   curl -fsS -o "$got" "${args[@]}" "$UP_URL" || { echo "run.sh: $t failed; KEEP_TMP=1 keeps the logs" >&2; exit 1; }
   cmp -s "$got" "$WORK/www/json" || { echo "run.sh: $t returned a different body" >&2; exit 1; }
 done
-echo "check:   all four return the upstream's body through TLS they verify (each proxy's own CA);"
+echo "check:   all five return the upstream's body through TLS they verify (each proxy's own CA);"
 echo "         the upstream answers 401 to anything but the real value"
 
 UP_ALL="$UP_PID $(pgrep -P "$UP_PID" | tr '\n' ' ')"
@@ -253,6 +282,7 @@ oha_cmd() { # target mode duration → the oha argument list, one per line
     a+=(-x "${PROXY[$t]}" --proxy-header "Proxy-Authorization: Basic $(printf %s "${PROXY_USER[$t]}" | base64 -w0)")
   fi
   [[ $m == new ]] && a+=(--disable-keepalive)
+  [[ $m == rate ]] && a+=(-q "$RATE" --latency-correction)
   a+=("$UP_URL")
   printf '%s\n' "${a[@]}"
 }
@@ -295,7 +325,8 @@ measure() { # target mode round
   sleep 1
 }
 
-RUNS=("direct ka" "seq-full ka" "seq-normal ka" "mitmproxy ka" "seq-full new" "seq-normal new" "mitmproxy new")
+RUNS=("direct ka" "seq-full ka" "seq-normal ka" "mitmproxy ka" "floor ka" "seq-full new" "seq-normal new" "mitmproxy new" "floor new"
+  "direct rate" "seq-full rate" "floor rate")
 echo "== measurements"
 mapfile -t example < <(oha_cmd seq-full ka "$DURATION")
 echo "  e.g.: oha ${example[*]}" | sed -e "s/sqt_[A-Za-z0-9_-]*/sqt_…/g" -e "s/Basic [A-Za-z0-9+\/=]*/Basic …/"
@@ -321,24 +352,27 @@ for run in "${RUNS[@]}"; do
 done
 
 read -r d_rps d_p50 d_p99 _ <<<"${M[direct.ka]}"
+read -r _ _ dr_p99 _ <<<"${M[direct.rate]}"
 read -r mk_rps _ <<<"${M[mitmproxy.ka]}"
 read -r mn_rps _ <<<"${M[mitmproxy.new]}"
 echo
 echo "== table (oha -c$CONNS -z${DURATION}s, HTTP/1.1 to https://localhost, loopback, $(nproc) cores shared by all processes; median of $ROUNDS)"
-echo "   ka = keep-alive (one CONNECT + handshake per connection); new = --disable-keepalive (CONNECT + TLS handshake per request)"
+echo "   ka = keep-alive (one CONNECT + handshake per connection); new = --disable-keepalive (CONNECT + TLS handshake per request);"
+echo "   rate = keep-alive at $RATE req/s in all (oha -q $RATE --latency-correction)"
 printf '| %-4s | %-10s | %8s | %8s | %8s | %8s | %8s | %8s | %12s | %6s |\n' \
   mode target "req/s" "p50 ms" "p99 ms" "x direct" "+p99 ms" "x mitm" "proxy µs/req" errors
 echo "|------|------------|---------:|---------:|---------:|---------:|---------:|---------:|-------------:|-------:|"
 for run in "${RUNS[@]}"; do
   read -r t m <<<"$run"
   read -r rps p50 p99 err us <<<"${M[$t.$m]}"
-  mref=$mk_rps
+  mref=$mk_rps ref99=$d_p99
   [[ $m == new ]] && mref=$mn_rps
-  awk -v m="$m" -v t="$t" -v rps="$rps" -v d="$d_rps" -v p50="$p50" -v p99="$p99" -v d99="$d_p99" -v mr="$mref" -v err="$err" -v us="$us" \
+  [[ $m == rate ]] && ref99=$dr_p99
+  awk -v m="$m" -v t="$t" -v rps="$rps" -v d="$d_rps" -v p50="$p50" -v p99="$p99" -v d99="$ref99" -v mr="$mref" -v err="$err" -v us="$us" \
     'BEGIN {
-       xd = (m == "ka" && t != "direct") ? sprintf("%.3f", rps / d) : (t == "direct" ? "1.00" : "-")
-       ad = (m == "ka" && t != "direct") ? sprintf("%+.3f", p99 - d99) : "-"
-       xm = (t == "direct" || t == "mitmproxy") ? "-" : sprintf("%.1f", rps / mr)
+       xd = (m == "ka" && t != "direct") ? sprintf("%.3f", rps / d) : (t == "direct" && m == "ka" ? "1.00" : "-")
+       ad = (m != "new" && t != "direct") ? sprintf("%+.3f", p99 - d99) : "-"
+       xm = (t == "direct" || t == "mitmproxy" || m == "rate") ? "-" : sprintf("%.1f", rps / mr)
        u = (t == "direct") ? "-" : sprintf("%.1f", us)
        printf "| %-4s | %-10s | %8.0f | %8.3f | %8.3f | %8s | %8s | %8s | %12s | %6d |\n", m, t, rps, p50, p99, xd, ad, xm, u, err
      }'
@@ -352,6 +386,23 @@ for v in seq-full seq-normal; do
     printf "  %-10s x mitmproxy = %.1f  %s;  x direct = %.3f  %s;  added p99 = %.3f ms  %s\n", v,
       s / mk, (s >= 100 * mk ? "MET" : "MISSED"), s / d, (s >= 0.4 * d ? "MET" : "MISSED"),
       sp - dp, (sp - dp < 2 ? "MET" : "MISSED") }'
+done
+read -r _ _ sr_p99 _ <<<"${M[seq-full.rate]}"
+awk -v sp="$sr_p99" -v dp="$dr_p99" -v rate="$RATE" 'BEGIN {
+  printf "  seq-full   added p99 at %d req/s (below saturation) = %.3f ms  %s\n", rate, sp - dp, (sp - dp < 2 ? "MET" : "MISSED") }'
+
+echo
+echo "== for reference: the floor (the same libraries; no authentication, policy, lookup, receipts or scrubbing)"
+read -r f_rps _ f_p99 _ f_us <<<"${M[floor.ka]}"
+read -r fn_rps _ _ _ fn_us <<<"${M[floor.new]}"
+awk -v f="$f_rps" -v d="$d_rps" -v mk="$mk_rps" -v fp="$f_p99" -v dp="$d_p99" -v fu="$f_us" 'BEGIN {
+  printf "  ka   floor x direct = %.3f (%.1f µs/req), added p99 %.3f ms; 100x mitmproxy would be %.0f req/s = %.2fx direct\n",
+    f / d, fu, fp - dp, 100 * mk, 100 * mk / d }'
+for v in seq-full seq-normal; do
+  read -r s_rps _ _ _ s_us <<<"${M[$v.ka]}"
+  read -r sn_rps _ _ _ sn_us <<<"${M[$v.new]}"
+  awk -v v="$v" -v s="$s_rps" -v f="$f_rps" -v su="$s_us" -v fu="$f_us" -v sn="$sn_rps" -v fn="$fn_rps" -v snu="$sn_us" -v fnu="$fn_us" 'BEGIN {
+    printf "  %-10s / floor: ka %.2f (+%.1f µs/req), new %.2f (+%.1f µs/req)\n", v, s / f, su - fu, sn / fn, snu - fnu }'
 done
 
 echo "after:   CPUs $(busy_percent 2)% busy with our servers idle"
