@@ -267,7 +267,7 @@ measure() { # target workload round
 declare -A RATE_RES
 measure_rate() { # target round
   local t=$1 r=$2 out line a
-  a=(--no-tui --output-format json -c "$CONNS" -q "$RATE" --latency-correction -H "Authorization: ${AUTH[$t]}")
+  a=(--no-tui --output-format json -w -c "$CONNS" -q "$RATE" --latency-correction -H "Authorization: ${AUTH[$t]}")
   timeout $((WARMUP + 30)) oha "${a[@]}" -z "${WARMUP}s" "${URL[$t]}/json" >/dev/null 2>&1 || true
   out=$(timeout $((DURATION + 60)) oha "${a[@]}" -z "${DURATION}s" "${URL[$t]}/json" 2>"$WORK/oha.err") || {
     cat "$WORK/oha.err" >&2; echo "run.sh: oha failed ($t, fixed rate)" >&2; exit 1; }
