@@ -9,6 +9,7 @@ use sequester_model::{AgentName, ErrorCode};
 use sequester_store::Store;
 use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 fn detector(rules: Option<&Path>) -> Result<Detector, Failure> {
@@ -23,6 +24,43 @@ fn detector(rules: Option<&Path>) -> Result<Detector, Failure> {
                 )
             })?;
             Ok(builtin.with_extra_rules(&text)?)
+        }
+    }
+}
+
+/// Width of the progress bar, in characters.
+const BAR: usize = 24;
+
+/// The terminal's progress line of a scan `elapsed` into it, at the `tick`-th redraw:
+/// `[#########---------------]  38%  1204/3170 files  41.2 MB  85 MB/s  1s` once the totals
+/// are known, a spinner with the same counts before.
+fn progress_line(
+    progress: &sequester_detect::ScanProgress,
+    elapsed: std::time::Duration,
+    tick: usize,
+) -> String {
+    let files = progress.visited_files.load(Ordering::Relaxed);
+    let mb = progress.bytes.load(Ordering::Relaxed) as f64 / 1e6;
+    let secs = elapsed.as_secs_f64();
+    let counts = format!("{mb:.1} MB  {:.0} MB/s  {secs:.0}s", mb / secs.max(0.001));
+    match progress.fraction() {
+        Some(f) => {
+            // f is in 0..=1, so the product is a small non-negative number.
+            let filled = ((f * BAR as f64).round() as usize).min(BAR);
+            format!(
+                "[{}{}] {:>3.0}%  {files}/{} files  {counts}",
+                "#".repeat(filled),
+                "-".repeat(BAR - filled),
+                f * 100.0,
+                progress.total_files.load(Ordering::Relaxed)
+            )
+        }
+        None => {
+            let spinner = ['|', '/', '-', '\\'];
+            format!(
+                "{} scanning…  {files} files  {counts}",
+                spinner[tick % spinner.len()]
+            )
         }
     }
 }
@@ -49,32 +87,39 @@ pub fn scan(args: &ScanArgs, json: bool) -> Result<(), Failure> {
     let interactive = std::io::stderr().is_terminal() && !json && !args.sarif;
     let started = std::time::Instant::now();
     let report = if interactive {
-        // A live line on the terminal while a long scan runs.
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // A live line on the terminal while a long scan runs: a bar once a counting walk
+        // beside the scan has found the totals, a spinner until then.
+        let done = Arc::new(AtomicBool::new(false));
+        let counter = {
+            let (paths, options, done) = (args.paths.clone(), options.clone(), Arc::clone(&done));
+            let progress = Arc::clone(&progress);
+            std::thread::spawn(move || {
+                if let Some((files, bytes)) = sequester_detect::count_paths(&paths, &options, &done)
+                {
+                    progress.set_totals(files, bytes);
+                }
+            })
+        };
         let ticker = {
             let done = Arc::clone(&done);
             let progress = Arc::clone(&progress);
             std::thread::spawn(move || {
-                let spinner = ['|', '/', '-', '\\'];
-                let mut i = 0;
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    let files = progress.files.load(std::sync::atomic::Ordering::Relaxed);
-                    let mb = progress.bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
-                    let secs = started.elapsed().as_secs_f64();
+                let mut tick = 0;
+                while !done.load(Ordering::Relaxed) {
                     eprint!(
-                        "\r{} scanning… {files} files, {mb:.1} MB ({:.0} MB/s), {secs:.0}s",
-                        spinner[i % 4],
-                        mb / secs.max(0.001)
+                        "\r{}\x1b[K",
+                        progress_line(&progress, started.elapsed(), tick)
                     );
-                    i += 1;
+                    tick += 1;
                     std::thread::sleep(std::time::Duration::from_millis(120));
                 }
                 eprint!("\r\x1b[K");
             })
         };
         let report = sequester_detect::scan_paths(&detector, &args.paths, &options);
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        done.store(true, Ordering::Relaxed);
         let _ = ticker.join();
+        let _ = counter.join();
         report
     } else {
         sequester_detect::scan_paths(&detector, &args.paths, &options)
@@ -196,4 +241,46 @@ pub async fn redact(ctx: &Ctx, args: &RedactArgs) -> Result<(), Failure> {
         tracing::info!(found, "redacted");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_progress_line_is_a_spinner_until_the_totals_are_known_then_a_bar() {
+        let p = sequester_detect::ScanProgress::default();
+        p.visited_files.store(3, Ordering::Relaxed);
+        p.bytes.store(2_500_000, Ordering::Relaxed);
+        let spinning = progress_line(&p, Duration::from_secs(2), 1);
+        assert_eq!(spinning, "/ scanning…  3 files  2.5 MB  1 MB/s  2s");
+
+        p.set_totals(12, 10_000_000);
+        p.visited_bytes.store(2_500_000, Ordering::Relaxed);
+        let quarter = progress_line(&p, Duration::from_secs(2), 2);
+        assert_eq!(
+            quarter,
+            format!(
+                "[{}{}]  25%  3/12 files  2.5 MB  1 MB/s  2s",
+                "#".repeat(6),
+                "-".repeat(18)
+            )
+        );
+
+        // A file that grew during the scan does not take the bar past its end.
+        p.visited_bytes.store(11_000_000, Ordering::Relaxed);
+        let full = progress_line(&p, Duration::from_secs(4), 3);
+        assert!(
+            full.starts_with(&format!("[{}] 100%", "#".repeat(BAR))),
+            "{full}"
+        );
+
+        // Only empty files: the share is by files.
+        let empty = sequester_detect::ScanProgress::default();
+        empty.set_totals(4, 0);
+        empty.visited_files.store(1, Ordering::Relaxed);
+        assert!(progress_line(&empty, Duration::from_secs(1), 0).contains(" 25%  1/4 files"));
+    }
 }

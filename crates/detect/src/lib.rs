@@ -75,8 +75,8 @@ pub use redact::{RedactingWriter, Redactor};
 pub use report::{write_json_lines, write_sarif, write_table};
 pub use rules::{Filters, MAX_MATCH_LEN, Rule};
 pub use scan::{
-    FileFinding, ScanOptions, ScanProgress, ScanReport, looks_binary, scan_bytes, scan_paths,
-    scan_reader,
+    FileFinding, ScanOptions, ScanProgress, ScanReport, count_paths, looks_binary, scan_bytes,
+    scan_paths, scan_reader,
 };
 pub use stoplist::is_sequester_placeholder;
 pub use validate::{Validator, base62_checksum};

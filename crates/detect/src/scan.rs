@@ -4,7 +4,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::DetectError;
@@ -38,11 +38,51 @@ pub struct ScanOptions {
     pub progress: Option<Arc<ScanProgress>>,
 }
 
-/// Files and bytes scanned so far, updated while a scan runs.
+/// How far a scan has got, updated while it runs, for a progress display.
 #[derive(Debug, Default)]
 pub struct ScanProgress {
+    /// Files scanned (not skipped) and their bytes.
     pub files: AtomicU64,
     pub bytes: AtomicU64,
+    /// Files looked at in any way (scanned, skipped as binary or too large, unreadable) and
+    /// the sizes of those whose size was read.
+    pub visited_files: AtomicU64,
+    pub visited_bytes: AtomicU64,
+    /// What the whole scan will look at, once a [`count_paths`] beside it has finished (see
+    /// [`ScanProgress::set_totals`]); meaningful only when `totals_known` is set.
+    pub total_files: AtomicU64,
+    pub total_bytes: AtomicU64,
+    pub totals_known: AtomicBool,
+}
+
+impl ScanProgress {
+    /// Records the totals a [`count_paths`] found.
+    pub fn set_totals(&self, files: u64, bytes: u64) {
+        self.total_files.store(files, Ordering::Relaxed);
+        self.total_bytes.store(bytes, Ordering::Relaxed);
+        self.totals_known.store(true, Ordering::Release);
+    }
+
+    /// The share of the scan done, from 0 to 1, by bytes (by files when the files are all
+    /// empty), or `None` while the totals are not known. Files that grow during the scan can
+    /// take it past what was counted: it stops at 1.
+    pub fn fraction(&self) -> Option<f64> {
+        if !self.totals_known.load(Ordering::Acquire) {
+            return None;
+        }
+        let (done, total) = match self.total_bytes.load(Ordering::Relaxed) {
+            0 => (
+                self.visited_files.load(Ordering::Relaxed),
+                self.total_files.load(Ordering::Relaxed),
+            ),
+            bytes => (self.visited_bytes.load(Ordering::Relaxed), bytes),
+        };
+        Some(if total == 0 {
+            1.0
+        } else {
+            (done as f64 / total as f64).min(1.0)
+        })
+    }
 }
 
 impl Default for ScanOptions {
@@ -273,9 +313,25 @@ enum FileOutcome {
     TooLarge,
 }
 
-fn scan_file(detector: &Detector, path: &Path, options: &ScanOptions) -> io::Result<FileOutcome> {
-    let mut file = File::open(path)?;
+/// A file's outcome and its size when it was opened.
+fn scan_file(
+    detector: &Detector,
+    path: &Path,
+    options: &ScanOptions,
+) -> io::Result<(FileOutcome, u64)> {
+    let file = File::open(path)?;
     let len = file.metadata()?.len();
+    let outcome = scan_open_file(detector, path, options, file, len)?;
+    Ok((outcome, len))
+}
+
+fn scan_open_file(
+    detector: &Detector,
+    path: &Path,
+    options: &ScanOptions,
+    mut file: File,
+    len: u64,
+) -> io::Result<FileOutcome> {
     if options.max_file_size.is_some_and(|max| len > max) {
         return Ok(FileOutcome::TooLarge);
     }
@@ -309,15 +365,10 @@ fn scan_file(detector: &Detector, path: &Path, options: &ScanOptions) -> io::Res
 
 /// Walks `paths` (files or directories) in parallel, honouring ignore files, skipping binary
 /// files, and scans every file. Unreadable paths are reported in [`ScanReport::errors`].
-pub fn scan_paths<P: AsRef<Path>>(
-    detector: &Detector,
-    paths: &[P],
-    options: &ScanOptions,
-) -> ScanReport {
-    let report = Mutex::new(ScanReport::default());
-    let Some((first, rest)) = paths.split_first() else {
-        return ScanReport::default();
-    };
+/// The walker of `paths` as `options` say (`None` without paths): ignore files, hidden files,
+/// links, threads; `.git` is never entered.
+fn walker<P: AsRef<Path>>(paths: &[P], options: &ScanOptions) -> Option<ignore::WalkBuilder> {
+    let (first, rest) = paths.split_first()?;
     let mut builder = ignore::WalkBuilder::new(first);
     for p in rest {
         builder.add(p);
@@ -333,6 +384,44 @@ pub fn scan_paths<P: AsRef<Path>>(
         .require_git(false)
         .threads(options.threads)
         .filter_entry(|e| e.file_name() != ".git");
+    Some(builder)
+}
+
+/// The files a [`scan_paths`] with the same paths and options would look at, and their total
+/// size, without reading them: for a progress display's totals. Entries that cannot be read
+/// are not counted. Stops early, returning `None`, once `stop` is set.
+pub fn count_paths<P: AsRef<Path>>(
+    paths: &[P],
+    options: &ScanOptions,
+    stop: &AtomicBool,
+) -> Option<(u64, u64)> {
+    let Some(builder) = walker(paths, options) else {
+        return Some((0, 0));
+    };
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for entry in builder.build() {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let Ok(entry) = entry else { continue };
+        if !entry.file_type().is_some_and(|t| t.is_file()) {
+            continue;
+        }
+        files += 1;
+        bytes += entry.metadata().map_or(0, |m| m.len());
+    }
+    Some((files, bytes))
+}
+
+pub fn scan_paths<P: AsRef<Path>>(
+    detector: &Detector,
+    paths: &[P],
+    options: &ScanOptions,
+) -> ScanReport {
+    let report = Mutex::new(ScanReport::default());
+    let Some(builder) = walker(paths, options) else {
+        return ScanReport::default();
+    };
     builder.build_parallel().run(|| {
         let report = &report;
         Box::new(move |entry| {
@@ -359,8 +448,15 @@ pub fn scan_paths<P: AsRef<Path>>(
                 return ignore::WalkState::Continue;
             }
             let path = entry.path();
-            match scan_file(detector, path, options) {
-                Ok(outcome) => {
+            let result = scan_file(detector, path, options);
+            if let Some(p) = &options.progress {
+                p.visited_files.fetch_add(1, Ordering::Relaxed);
+                if let Ok((_, len)) = &result {
+                    p.visited_bytes.fetch_add(*len, Ordering::Relaxed);
+                }
+            }
+            match result {
+                Ok((outcome, _)) => {
                     if let Ok(mut r) = report.lock() {
                         match outcome {
                             FileOutcome::Scanned(findings, bytes) => {

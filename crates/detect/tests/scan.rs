@@ -10,8 +10,11 @@
 mod fakes;
 
 use sequester_detect::{
-    Detector, ScanOptions, scan_paths, write_json_lines, write_sarif, write_table,
+    Detector, ScanOptions, ScanProgress, count_paths, scan_paths, write_json_lines, write_sarif,
+    write_table,
 };
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[test]
 fn walks_respects_gitignore_skips_binary_and_locates_findings() {
@@ -59,6 +62,58 @@ fn walks_respects_gitignore_skips_binary_and_locates_findings() {
         all.findings
             .iter()
             .any(|f| f.secret.as_deref() == Some(token.as_str()))
+    );
+}
+
+/// The counting walk behind the progress bar sees the files the scan looks at (ignore files,
+/// hidden files and `.git` alike), and the scan's progress reaches its totals exactly.
+#[test]
+fn counting_walk_matches_what_the_scan_visits() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join(".gitignore"), "ignored.txt\n").unwrap();
+    std::fs::write(root.join("ignored.txt"), "x".repeat(500)).unwrap();
+    std::fs::create_dir_all(root.join(".git/objects")).unwrap();
+    std::fs::write(root.join(".git/objects/pack"), "y".repeat(700)).unwrap();
+    std::fs::create_dir(root.join("src")).unwrap();
+    std::fs::write(root.join("src/a.py"), "print('a')\n".repeat(40)).unwrap();
+    std::fs::write(root.join("src/b.bin"), b"\x00\x01binary").unwrap();
+    std::fs::write(root.join("empty"), "").unwrap();
+    let never = AtomicBool::new(false);
+    for respect_ignore_files in [true, false] {
+        let progress = Arc::new(ScanProgress::default());
+        let options = ScanOptions {
+            respect_ignore_files,
+            progress: Some(Arc::clone(&progress)),
+            ..ScanOptions::default()
+        };
+        let (files, bytes) = count_paths(&[root], &options, &never).unwrap();
+        let ignored = if respect_ignore_files { 0 } else { 1 };
+        // .gitignore, a.py, b.bin, empty (+ ignored.txt); never .git/objects/pack.
+        assert_eq!(files, 4 + ignored);
+        let on_disk: u64 = [".gitignore", "src/a.py", "src/b.bin", "empty"]
+            .iter()
+            .chain(if ignored == 1 {
+                &["ignored.txt"][..]
+            } else {
+                &[][..]
+            })
+            .map(|f| std::fs::metadata(root.join(f)).unwrap().len())
+            .sum();
+        assert_eq!(bytes, on_disk);
+        assert_eq!(progress.fraction(), None, "no totals yet");
+        progress.set_totals(files, bytes);
+        assert_eq!(progress.fraction(), Some(0.0));
+        let report = scan_paths(&Detector::builtin(), &[root], &options);
+        assert_eq!(report.binary_files_skipped, 1);
+        assert_eq!(progress.visited_files.load(Ordering::Relaxed), files);
+        assert_eq!(progress.visited_bytes.load(Ordering::Relaxed), bytes);
+        assert_eq!(progress.fraction(), Some(1.0));
+    }
+    let stopped = AtomicBool::new(true);
+    assert_eq!(
+        count_paths(&[root], &ScanOptions::default(), &stopped),
+        None
     );
 }
 
