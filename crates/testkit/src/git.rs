@@ -26,6 +26,7 @@
 //! [`isolate`] and [`command`] give a `git` client that ignores the user's and the system's
 //! git configuration and never prompts, for deterministic tests.
 
+use crate::server_thread::ServerThread;
 use crate::tls::TestCa;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -41,7 +42,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 /// The file of the repository's first commit.
 pub const FILE_NAME: &str = "README.md";
@@ -186,11 +186,10 @@ impl Shared {
 
 /// A running smart-HTTP git server. See the [module docs](self).
 pub struct GitServer {
-    addr: SocketAddr,
+    // Before `_dir`: the server (and every CGI it started) stops before the repository goes.
+    server: ServerThread,
     shared: Arc<Shared>,
     head: String,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -207,50 +206,25 @@ impl GitServer {
             backend_stderr: Mutex::new(Vec::new()),
         });
         let tls = ca.server_config(&["localhost", "127.0.0.1"]);
-        // Bound (and so listening) before the thread starts: connections made as soon as this
-        // returns wait in the backlog.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let state = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name(format!("testkit-git-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                    let _ = ready_tx.send(());
-                    accept_loop(listener, tls, state, stop_rx).await;
-                });
-                // Drops every connection task (closing its socket, killing its CGI).
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })
-            .unwrap();
-        ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("the test git server did not start"));
+        let server = ServerThread::spawn("testkit-git", move |tcp, peer| {
+            connection(tcp, peer, Arc::clone(&tls), Arc::clone(&state))
+        });
         Self {
-            addr,
+            server,
             shared,
             head,
-            stop: Some(stop_tx),
-            thread: Some(thread),
             _dir: dir,
         }
     }
 
     /// The loopback address it listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     pub fn port(&self) -> u16 {
-        self.addr.port()
+        self.server.addr().port()
     }
 
     /// `https://localhost:PORT/repo.git`, without credentials.
@@ -302,15 +276,6 @@ impl GitServer {
     }
 }
 
-impl Drop for GitServer {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 impl std::fmt::Debug for GitServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GitServer")
@@ -341,24 +306,6 @@ fn create_repository(dir: &Path) -> String {
     git_in(&root.join("repo.git"), &["rev-parse", "HEAD"])
         .trim()
         .to_owned()
-}
-
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    shared: Arc<Shared>,
-    mut stop: oneshot::Receiver<()>,
-) {
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => {
-                let Ok((tcp, peer)) = accepted else { continue };
-                let _ = tcp.set_nodelay(true);
-                tokio::spawn(connection(tcp, peer, Arc::clone(&tls), Arc::clone(&shared)));
-            }
-        }
-    }
 }
 
 async fn connection(

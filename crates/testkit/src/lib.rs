@@ -20,6 +20,7 @@
 )]
 
 pub mod git;
+mod server_thread;
 pub mod tls;
 pub mod upstream;
 

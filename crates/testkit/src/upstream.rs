@@ -59,6 +59,7 @@
 //! A streamed body over HTTP/2 ends with an empty DATA frame carrying END_STREAM; a client
 //! counting frames should skip empty ones.
 
+use crate::server_thread::ServerThread;
 use crate::tls::TestCa;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -75,7 +76,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::oneshot;
 
 /// How much of each request body is kept in [`Recorded::body`].
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -182,11 +182,9 @@ struct Slot {
 
 /// A running recording upstream. See the [module docs](self) for its routes.
 pub struct Upstream {
-    addr: SocketAddr,
+    server: ServerThread,
     scheme: &'static str,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Upstream {
@@ -208,51 +206,26 @@ impl Upstream {
 
     fn spawn(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let scheme = if tls.is_some() { "https" } else { "http" };
-        // Bound (and so listening) before the thread starts: connections made as soon as this
-        // returns wait in the backlog.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let state = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name(format!("testkit-upstream-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                    let _ = ready_tx.send(());
-                    accept_loop(listener, tls, state, stop_rx).await;
-                });
-                // Drops every connection task, which closes its socket.
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })
-            .unwrap();
-        ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("the test upstream did not start"));
+        let server = ServerThread::spawn("testkit-upstream", move |tcp, _| {
+            connection(tcp, tls.clone(), Arc::clone(&state))
+        });
         Self {
-            addr,
+            server,
             scheme,
             shared,
-            stop: Some(stop_tx),
-            thread: Some(thread),
         }
     }
 
     /// The loopback address it listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `https://127.0.0.1:PORT` (or `http://…` for [`Upstream::start_plain`]), no trailing slash.
     pub fn base_url(&self) -> String {
-        format!("{}://{}", self.scheme, self.addr)
+        format!("{}://{}", self.scheme, self.server.addr())
     }
 
     /// `base_url()` followed by `path` (which starts with `/`).
@@ -303,39 +276,11 @@ impl Upstream {
     }
 }
 
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        // Dropping the sender stops the accept loop; the thread then shuts its runtime down.
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
             .field("base_url", &self.base_url())
             .finish_non_exhaustive()
-    }
-}
-
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    shared: Arc<Shared>,
-    mut stop: oneshot::Receiver<()>,
-) {
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
-                let _ = tcp.set_nodelay(true);
-                tokio::spawn(connection(tcp, tls.clone(), Arc::clone(&shared)));
-            }
-        }
     }
 }
 
