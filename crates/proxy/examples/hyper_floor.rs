@@ -13,7 +13,6 @@
 //! The header value comes from the environment (never from the command line); the address it
 //! listens on is printed as `listening on ADDR`.
 
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
@@ -23,10 +22,9 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod shared;
 
-type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
+use shared::{Body, status};
 
 struct Floor {
     client: Client<HttpConnector, Incoming>,
@@ -65,11 +63,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(2, usize::from))
-        .enable_all()
-        .build()
-    {
+    let runtime = match shared::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hyper_floor: cannot start the runtime: {e}");
@@ -128,22 +122,5 @@ async fn forward(floor: &Floor, req: Request<Incoming>) -> Response<Body> {
         return status(StatusCode::BAD_REQUEST);
     };
     parts.uri = uri;
-    parts
-        .headers
-        .insert(http::header::AUTHORIZATION, floor.authorization.clone());
-    parts.headers.remove(http::header::HOST);
-    match floor.client.request(Request::from_parts(parts, body)).await {
-        Ok(resp) => resp.map(http_body_util::BodyExt::boxed),
-        Err(_) => status(StatusCode::BAD_GATEWAY),
-    }
-}
-
-fn status(code: StatusCode) -> Response<Body> {
-    let mut r = Response::new(
-        http_body_util::Empty::new()
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *r.status_mut() = code;
-    r
+    shared::send(&floor.client, parts, body, &floor.authorization).await
 }

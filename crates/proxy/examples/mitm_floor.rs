@@ -18,7 +18,6 @@
 //! `UPSTREAM_CA.pem`. The header value comes from the environment (never from the command
 //! line); the address it listens on is printed as `listening on ADDR`.
 
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_rustls::HttpsConnector;
@@ -32,10 +31,9 @@ use sequester_proxy::intercept_ca::{InterceptCa, LeafCache, SniResolver, server_
 use std::convert::Infallible;
 use std::sync::Arc;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod shared;
 
-type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
+use shared::{Body, status};
 
 struct Floor {
     client: Client<HttpsConnector<HttpConnector>, Incoming>,
@@ -100,11 +98,7 @@ fn run() -> Result<(), String> {
         .enable_all_versions()
         .wrap_connector(http);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(2, usize::from))
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let runtime = shared::runtime().map_err(|e| format!("cannot start the runtime: {e}"))?;
     let floor = Arc::new(Floor {
         client: Client::builder(TokioExecutor::new()).build(https),
         tls,
@@ -182,36 +176,5 @@ async fn forward(
     };
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
-    parts
-        .headers
-        .insert(http::header::AUTHORIZATION, floor.authorization.clone());
-    parts.headers.remove(http::header::HOST);
-    // Hop-by-hop fields stay on this hop (RFC 9110, 7.6.1); a client's `Connection: close`
-    // would otherwise close the pooled upstream connection too.
-    for name in [
-        http::header::CONNECTION,
-        http::header::PROXY_AUTHORIZATION,
-        http::header::TE,
-        http::header::TRAILER,
-        http::header::TRANSFER_ENCODING,
-        http::header::UPGRADE,
-    ] {
-        parts.headers.remove(name);
-    }
-    parts.headers.remove("keep-alive");
-    parts.headers.remove("proxy-connection");
-    match floor.client.request(Request::from_parts(parts, body)).await {
-        Ok(resp) => resp.map(http_body_util::BodyExt::boxed),
-        Err(_) => status(StatusCode::BAD_GATEWAY),
-    }
-}
-
-fn status(code: StatusCode) -> Response<Body> {
-    let mut r = Response::new(
-        http_body_util::Empty::new()
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *r.status_mut() = code;
-    r
+    shared::send(&floor.client, parts, body, &floor.authorization).await
 }
