@@ -87,13 +87,9 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn serve(listen: &str, floor: Arc<Floor>) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    println!("listening on {}", listener.local_addr()?);
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
+    shared::accept_loop(listen, |stream| {
         let floor = Arc::clone(&floor);
-        tokio::spawn(async move {
+        async move {
             let service = hyper::service::service_fn(move |req| {
                 let floor = Arc::clone(&floor);
                 async move { Ok::<_, Infallible>(forward(&floor, req).await) }
@@ -101,8 +97,9 @@ async fn serve(listen: &str, floor: Arc<Floor>) -> std::io::Result<()> {
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
-        });
-    }
+        }
+    })
+    .await
 }
 
 async fn forward(floor: &Floor, req: Request<Incoming>) -> Response<Body> {

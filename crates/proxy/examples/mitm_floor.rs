@@ -110,13 +110,9 @@ fn run() -> Result<(), String> {
 }
 
 async fn serve(listen: &str, floor: Arc<Floor>) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    println!("listening on {}", listener.local_addr()?);
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
+    shared::accept_loop(listen, |stream| {
         let floor = Arc::clone(&floor);
-        tokio::spawn(async move {
+        async move {
             let service = hyper::service::service_fn(move |req| {
                 let floor = Arc::clone(&floor);
                 async move { Ok::<_, Infallible>(connect(floor, req)) }
@@ -125,8 +121,9 @@ async fn serve(listen: &str, floor: Arc<Floor>) -> std::io::Result<()> {
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
                 .await;
-        });
-    }
+        }
+    })
+    .await
 }
 
 /// Answers a CONNECT with 200 and serves the tunnel: TLS with a leaf for the requested name,

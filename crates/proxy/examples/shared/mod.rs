@@ -65,3 +65,19 @@ pub fn status(code: StatusCode) -> Response<Body> {
     *r.status_mut() = code;
     r
 }
+
+/// Listens on `addr`, prints `listening on ADDR` once it does (the benchmark scripts wait for
+/// that line), and runs `on_connection` as a task of its own for every connection accepted.
+pub async fn accept_loop<F, Fut>(addr: &str, on_connection: F) -> std::io::Result<()>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("listening on {}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(on_connection(stream));
+    }
+}
